@@ -1,0 +1,67 @@
+//! The one durable-write primitive everything else builds on.
+//!
+//! `write_atomic` = write `path.tmp`, fsync it, rename over `path`, fsync the
+//! directory. After a crash, readers see either the old or the new content.
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+
+/// Atomically replaces `path` with `bytes` (durable when this returns).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    write_durable(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).ctx(|| format!("renaming {} into place", tmp.display()))?;
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Writes a new file and fsyncs its content (not its directory entry).
+pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .ctx(|| format!("writing {}", path.display()))?;
+    f.sync_all().ctx(|| format!("fsync {}", path.display()))
+}
+
+/// Makes the directory's entries (creates, renames, deletes) durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
+}
+
+/// Creates `dir` if missing and makes its entry durable in its parent.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).ctx(|| format!("creating directory {}", dir.display()))?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rec.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert!(!p.with_extension("tmp").exists());
+    }
+}

@@ -1,0 +1,42 @@
+//! Storage: Strata's on-disk layout, tables, partitions, commits and housekeeping.
+//!
+//! Layout under `ROOT/db/`:
+//! - `.data_id` — a UUID naming this database, made once at creation;
+//! - `<table>/_meta.json` — schema, designated timestamp, partitioning;
+//! - `<table>/_commit.json` — the list of live data files (rows, bytes, time range, blake3 hash);
+//! - `<table>/<partition>/<id>.parquet` — immutable data files.
+//!
+//! A write adds new files and then atomically replaces the commit record
+//! (temp file, fsync, rename, fsync the directory), so a crash leaves the
+//! last committed state readable. Consistent [`Snapshot`]s of all tables can
+//! be pinned: housekeeping never deletes a pinned file, and can be paused.
+//!
+//! This crate knows nothing of SQL, DataFusion, the wire protocol or backups.
+
+mod atomic;
+mod clock;
+mod commit;
+mod error;
+mod housekeeping;
+mod meta;
+mod partition;
+mod paths;
+mod snapshot;
+mod storage;
+mod table;
+mod writer;
+
+pub use atomic::{fsync_dir, write_atomic};
+pub use clock::{Clock, SystemClock};
+pub use commit::{Commit, DataFile};
+pub use error::{Result, StorageError};
+pub use housekeeping::{HousekeepingReport, HousekeepingSettings};
+pub use meta::{Column, ColumnType, SYMBOL_METADATA_KEY, TableMeta};
+pub use partition::PartitionBy;
+pub use paths::validate_table_name;
+pub use snapshot::{PinId, Snapshot, TableSnapshot};
+pub use storage::Storage;
+pub use table::{Table, TableWriter};
+
+#[cfg(test)]
+mod tests;

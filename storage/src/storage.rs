@@ -1,0 +1,289 @@
+//! The set of tables under `ROOT/db/`, their creation and removal, snapshots and pins.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::atomic::{create_dir_durable, fsync_dir, write_atomic};
+use crate::clock::Clock;
+use crate::commit::Commit;
+use crate::error::{IoContext, Result, StorageError};
+use crate::housekeeping::HousekeepingSettings;
+use crate::meta::TableMeta;
+use crate::paths::{
+    COMMIT_FILE, DATA_ID_FILE, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name,
+};
+use crate::snapshot::{PinId, Snapshot, TableSnapshot};
+use crate::table::{Shared, Table};
+
+#[derive(Debug)]
+pub struct Storage {
+    root: PathBuf,
+    db_dir: PathBuf,
+    data_id: String,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: HousekeepingSettings,
+    pub(crate) tables: RwLock<BTreeMap<String, Arc<Table>>>,
+    shared: Arc<Shared>,
+    pub(crate) pins: Mutex<BTreeMap<PinId, Snapshot>>,
+    next_pin: AtomicU64,
+    pub(crate) paused: AtomicUsize,
+    /// Unreferenced paths and when housekeeping first saw them (micros).
+    pub(crate) orphans: Mutex<HashMap<PathBuf, i64>>,
+}
+
+impl Storage {
+    /// Opens (or creates) the database under `root`, loading every table.
+    pub fn open(
+        root: &Path,
+        clock: Arc<dyn Clock>,
+        settings: HousekeepingSettings,
+    ) -> Result<Arc<Self>> {
+        let db = db_dir(root);
+        create_dir_durable(&db)?;
+        let data_id = load_or_create_data_id(&db)?;
+        let shared = Arc::new(Shared::default());
+        let mut tables = BTreeMap::new();
+        for entry in std::fs::read_dir(&db).ctx(|| format!("listing {}", db.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", db.display()))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if name.starts_with(STAGING_PREFIX) {
+                // A CREATE TABLE that never finished: never visible, safe to remove.
+                std::fs::remove_dir_all(&path)
+                    .ctx(|| format!("removing unfinished {}", path.display()))?;
+                continue;
+            }
+            if name.starts_with('.') || !path.is_dir() {
+                continue;
+            }
+            let table = load_table(&path, shared.clone())?;
+            tables.insert(table.name().to_string(), Arc::new(table));
+        }
+        Ok(Arc::new(Self {
+            root: root.to_path_buf(),
+            db_dir: db,
+            data_id,
+            clock,
+            settings,
+            tables: RwLock::new(tables),
+            shared,
+            pins: Mutex::new(BTreeMap::new()),
+            next_pin: AtomicU64::new(1),
+            paused: AtomicUsize::new(0),
+            orphans: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db_dir(&self) -> &Path {
+        &self.db_dir
+    }
+
+    /// The UUID naming this database (`ROOT/db/.data_id`).
+    pub fn data_id(&self) -> &str {
+        &self.data_id
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<Table>> {
+        self.read_tables().get(name).cloned()
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        self.read_tables().keys().cloned().collect()
+    }
+
+    pub(crate) fn read_tables(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Table>>> {
+        self.tables.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_tables(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Table>>> {
+        self.tables.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a table durably. With `if_not_exists`, an existing table is returned unchanged.
+    pub fn create_table(&self, meta: TableMeta, if_not_exists: bool) -> Result<Arc<Table>> {
+        meta.validate()?;
+        let mut tables = self.write_tables();
+        if let Some(t) = tables.get(&meta.name) {
+            return if if_not_exists {
+                Ok(t.clone())
+            } else {
+                Err(StorageError::TableExists(meta.name.clone()))
+            };
+        }
+        let dir = self.db_dir.join(&meta.name);
+        if dir.exists() {
+            return Err(StorageError::TableExists(meta.name.clone()));
+        }
+        // Build in a staging folder, then one rename makes the table appear whole.
+        let staging = self
+            .db_dir
+            .join(format!("{STAGING_PREFIX}{}", uuid::Uuid::now_v7().simple()));
+        create_dir_durable(&staging)?;
+        write_meta(&staging.join(META_FILE), &meta)?;
+        Commit::empty().write(&staging.join(COMMIT_FILE))?;
+        std::fs::rename(&staging, &dir)
+            .ctx(|| format!("renaming {} to {}", staging.display(), dir.display()))?;
+        fsync_dir(&self.db_dir)?;
+        let table = Arc::new(Table::new(
+            meta.clone(),
+            dir,
+            Commit::empty(),
+            self.shared.clone(),
+        ));
+        tables.insert(meta.name.clone(), table.clone());
+        Ok(table)
+    }
+
+    /// Drops a table: its folder moves to `db/.trash/` at once and is deleted by
+    /// housekeeping once no pin or reader can need it. Returns false if it did not exist.
+    pub fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let mut tables = self.write_tables();
+        let Some(table) = tables.get(name).cloned() else {
+            return if if_exists {
+                Ok(false)
+            } else {
+                Err(StorageError::TableNotFound(name.to_string()))
+            };
+        };
+        table.mark_dropped();
+        let trash = self.db_dir.join(TRASH_DIR);
+        create_dir_durable(&trash)?;
+        let dest = trash.join(format!("{name}-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::rename(table.dir(), &dest)
+            .ctx(|| format!("moving table '{name}' to {}", dest.display()))?;
+        fsync_dir(&self.db_dir)?;
+        tables.remove(name);
+        Ok(true)
+    }
+
+    /// The committed state of every table at one instant.
+    pub fn snapshot(&self) -> Snapshot {
+        let tables = self.read_tables();
+        let _p = self
+            .shared
+            .publish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Snapshot {
+            taken_at_micros: self.clock.now_micros(),
+            tables: tables
+                .iter()
+                .map(|(name, t)| {
+                    let snap = TableSnapshot {
+                        meta: t.meta().clone(),
+                        commit: t.commit(),
+                    };
+                    (name.clone(), snap)
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps every file of `snapshot` from deletion until `unpin`.
+    pub fn pin(&self, snapshot: Snapshot) -> PinId {
+        let id = PinId(self.next_pin.fetch_add(1, Ordering::SeqCst));
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, snapshot);
+        id
+    }
+
+    /// Releases a pin; returns false if it was not held.
+    pub fn unpin(&self, id: PinId) -> bool {
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .is_some()
+    }
+
+    /// Stops merges and deletions until a matching `resume_housekeeping`.
+    pub fn pause_housekeeping(&self) {
+        self.paused.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn resume_housekeeping(&self) {
+        let _ = self
+            .paused
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    pub fn housekeeping_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst) > 0
+    }
+}
+
+fn load_or_create_data_id(db: &Path) -> Result<String> {
+    let path = db.join(DATA_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            uuid::Uuid::parse_str(&id).map_err(|e| StorageError::Corrupt {
+                path: path.clone(),
+                reason: format!("not a UUID: {e}"),
+            })?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().to_string();
+            write_atomic(&path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(StorageError::Io {
+            context: format!("reading {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+fn write_meta(path: &Path, meta: &TableMeta) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a table folder's metadata and commit record.
+pub(crate) fn read_table_files(dir: &Path) -> Result<(TableMeta, Commit)> {
+    let meta_path = dir.join(META_FILE);
+    let bytes = std::fs::read(&meta_path).ctx(|| format!("reading {}", meta_path.display()))?;
+    let meta: TableMeta = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+    })?;
+    meta.validate().map_err(|e| StorageError::Corrupt {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let folder = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    validate_table_name(&folder)?;
+    if folder != meta.name {
+        return Err(StorageError::Corrupt {
+            path: meta_path,
+            reason: format!("names table '{}' but lives in folder '{folder}'", meta.name),
+        });
+    }
+    let commit = Commit::read(&dir.join(COMMIT_FILE))?;
+    Ok((meta, commit))
+}
+
+fn load_table(dir: &Path, shared: Arc<Shared>) -> Result<Table> {
+    let (meta, commit) = read_table_files(dir)?;
+    Ok(Table::new(meta, dir.to_path_buf(), commit, shared))
+}
