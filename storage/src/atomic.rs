@@ -27,8 +27,7 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
         .truncate(true)
         .open(path)
         .ctx(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .ctx(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes).ctx(|| format!("writing {}", path.display()))?;
     f.sync_all().ctx(|| format!("fsync {}", path.display()))
 }
 

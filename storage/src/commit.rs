@@ -76,10 +76,7 @@ impl Commit {
             )));
         }
         if let Some(f) = commit.files.iter().find(|f| !check_rel_path(&f.path)) {
-            return Err(corrupt(format!(
-                "data file path '{}' leaves the table folder",
-                f.path
-            )));
+            return Err(corrupt(format!("data file path '{}' leaves the table folder", f.path)));
         }
         Ok(commit)
     }

@@ -59,27 +59,22 @@ impl Storage {
         }
         let tables: Vec<Arc<Table>> = self.read_tables().values().cloned().collect();
         for t in &tables {
-            report.partitions_merged += self.merge_table(t)?;
+            // One table's trouble (say, an unreadable file) must not stop the others.
+            match self.merge_table(t) {
+                Ok(n) => report.partitions_merged += n,
+                Err(e) => tracing::warn!("housekeeping: merging table '{}' failed: {e}", t.name()),
+            }
         }
         if self.housekeeping_paused() {
             report.paused = true;
             return Ok(report);
         }
-        let pinned: HashSet<(String, String)> = {
-            let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
-            pins.values().flat_map(|s| s.file_keys()).collect()
-        };
         let now = self.clock.now_micros();
         let mut candidates = Vec::new();
         for t in &tables {
-            candidates.extend(orphans_of(t, &pinned)?);
+            candidates.extend(self.orphans_of(t)?);
         }
-        if self
-            .pins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
+        if self.pins.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
             candidates.extend(trash_entries(&self.db_dir().join(TRASH_DIR))?);
         }
         let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
@@ -114,17 +109,9 @@ impl Storage {
     /// Merges every partition of `table` that has enough small files; returns how many.
     fn merge_table(&self, table: &Table) -> Result<usize> {
         let commit = table.commit();
-        let mut by_partition: std::collections::BTreeMap<&str, Vec<&crate::DataFile>> =
-            Default::default();
-        for f in commit
-            .files
-            .iter()
-            .filter(|f| f.bytes < self.settings.small_file_bytes)
-        {
-            by_partition
-                .entry(f.partition.as_str())
-                .or_default()
-                .push(f);
+        let mut by_partition: std::collections::BTreeMap<&str, Vec<&crate::DataFile>> = Default::default();
+        for f in commit.files.iter().filter(|f| f.bytes < self.settings.small_file_bytes) {
+            by_partition.entry(f.partition.as_str()).or_default().push(f);
         }
         let mut merged = 0;
         for (partition, files) in by_partition {
@@ -135,13 +122,12 @@ impl Storage {
             for f in &files {
                 batches.extend(read_data_file(table.meta(), &table.file_path(f))?);
             }
-            let combined =
-                arrow::compute::concat_batches(&table.schema(), &batches).map_err(|source| {
-                    crate::StorageError::Arrow {
-                        table: table.name().to_string(),
-                        source,
-                    }
-                })?;
+            let combined = arrow::compute::concat_batches(&table.schema(), &batches).map_err(|source| {
+                crate::StorageError::Arrow {
+                    table: table.name().to_string(),
+                    source,
+                }
+            })?;
             let sorted = crate::writer::split_by_partition(table.meta(), &combined)?;
             let Some(rows) = sorted.get(partition) else {
                 continue;
@@ -172,17 +158,36 @@ impl Storage {
     }
 }
 
-/// Data files in a table folder that nothing references.
-fn orphans_of(table: &Table, pinned: &HashSet<(String, String)>) -> Result<Vec<PathBuf>> {
-    let pending = table.pending_files();
-    let live: HashSet<String> = table
-        .commit()
-        .files
-        .iter()
-        .map(|f| f.path.clone())
-        .collect();
+impl Storage {
+    /// Data files in a table folder that nothing references.
+    ///
+    /// Order matters: list the folder first, then read pins, pending writes and
+    /// the commit. A file is registered as pending before it is created and
+    /// leaves pending only after a commit names it, and pins are taken
+    /// atomically with their snapshot, so a file seen on disk is in at least
+    /// one of the three sets read afterwards unless it is truly unreferenced.
+    fn orphans_of(&self, table: &Table) -> Result<Vec<PathBuf>> {
+        let on_disk = list_data_files(table.dir())?;
+        let pinned: HashSet<(String, String)> = {
+            let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+            pins.values().flat_map(|s| s.file_keys()).collect()
+        };
+        let pending = table.pending_files();
+        let live: HashSet<String> = table.commit().files.iter().map(|f| f.path.clone()).collect();
+        let name = table.name().to_string();
+        Ok(on_disk
+            .into_iter()
+            .filter(|rel| {
+                !live.contains(rel) && !pending.contains(rel) && !pinned.contains(&(name.clone(), rel.clone()))
+            })
+            .map(|rel| table.dir().join(rel))
+            .collect())
+    }
+}
+
+/// Relative paths (`<partition>/<file>.parquet`) of the data files in a table folder.
+fn list_data_files(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let dir = table.dir();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(out); // dropped meanwhile
     };
@@ -199,11 +204,7 @@ fn orphans_of(table: &Table, pinned: &HashSet<(String, String)>) -> Result<Vec<P
             if !file_name.ends_with(DATA_EXT) {
                 continue;
             }
-            let rel = format!("{part_name}/{file_name}");
-            let key = (table.name().to_string(), rel.clone());
-            if !live.contains(&rel) && !pending.contains(&rel) && !pinned.contains(&key) {
-                out.push(f.path());
-            }
+            out.push(format!("{part_name}/{file_name}"));
         }
     }
     Ok(out)

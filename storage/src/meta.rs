@@ -82,12 +82,7 @@ pub struct TableMeta {
 
 impl TableMeta {
     /// Builds and validates a definition.
-    pub fn new(
-        name: &str,
-        columns: Vec<Column>,
-        timestamp: Option<String>,
-        partition_by: PartitionBy,
-    ) -> Result<Self> {
+    pub fn new(name: &str, columns: Vec<Column>, timestamp: Option<String>, partition_by: PartitionBy) -> Result<Self> {
         let meta = Self {
             format_version: META_FORMAT_VERSION,
             name: name.to_string(),
@@ -108,10 +103,7 @@ impl TableMeta {
             })
         };
         if self.format_version != META_FORMAT_VERSION {
-            return bad(format!(
-                "unsupported metadata format version {}",
-                self.format_version
-            ));
+            return bad(format!("unsupported metadata format version {}", self.format_version));
         }
         if self.columns.is_empty() {
             return bad("a table needs at least one column".into());
@@ -128,21 +120,15 @@ impl TableMeta {
         match &self.timestamp {
             Some(ts) => match self.columns.iter().find(|c| &c.name == ts) {
                 None => {
-                    return bad(format!(
-                        "designated timestamp column '{ts}' is not a column"
-                    ));
+                    return bad(format!("designated timestamp column '{ts}' is not a column"));
                 }
                 Some(c) if c.ty != ColumnType::Timestamp => {
-                    return bad(format!(
-                        "designated timestamp column '{ts}' must have type TIMESTAMP"
-                    ));
+                    return bad(format!("designated timestamp column '{ts}' must have type TIMESTAMP"));
                 }
                 Some(_) => {}
             },
             None if self.partition_by != PartitionBy::None => {
-                return bad(
-                    "PARTITION BY needs a designated timestamp: add TIMESTAMP(column)".into(),
-                );
+                return bad("PARTITION BY needs a designated timestamp: add TIMESTAMP(column)".into());
             }
             None => {}
         }
@@ -165,10 +151,7 @@ impl TableMeta {
             .map(|(i, c)| {
                 let f = Field::new(&c.name, c.ty.arrow_type(), Some(i) != ts);
                 if c.ty == ColumnType::Symbol {
-                    f.with_metadata(HashMap::from([(
-                        SYMBOL_METADATA_KEY.to_string(),
-                        "true".to_string(),
-                    )]))
+                    f.with_metadata(HashMap::from([(SYMBOL_METADATA_KEY.to_string(), "true".to_string())]))
                 } else {
                     f
                 }
@@ -183,18 +166,12 @@ mod tests {
     use super::*;
 
     fn col(name: &str, ty: ColumnType) -> Column {
-        Column {
-            name: name.into(),
-            ty,
-        }
+        Column { name: name.into(), ty }
     }
 
     #[test]
     fn validates_definitions() {
-        let cols = vec![
-            col("ts", ColumnType::Timestamp),
-            col("s", ColumnType::Symbol),
-        ];
+        let cols = vec![col("ts", ColumnType::Timestamp), col("s", ColumnType::Symbol)];
         assert!(TableMeta::new("t", cols.clone(), Some("ts".into()), PartitionBy::Day).is_ok());
         assert!(TableMeta::new("t", cols.clone(), Some("s".into()), PartitionBy::Day).is_err());
         assert!(TableMeta::new("t", cols.clone(), Some("nope".into()), PartitionBy::Day).is_err());
@@ -206,10 +183,7 @@ mod tests {
 
     #[test]
     fn designated_timestamp_is_not_nullable() {
-        let cols = vec![
-            col("ts", ColumnType::Timestamp),
-            col("v", ColumnType::Double),
-        ];
+        let cols = vec![col("ts", ColumnType::Timestamp), col("v", ColumnType::Double)];
         let m = TableMeta::new("t", cols, Some("ts".into()), PartitionBy::Day).unwrap();
         let s = m.arrow_schema();
         assert!(!s.field(0).is_nullable());

@@ -63,12 +63,8 @@ impl PartitionBy {
     pub fn range(self, key: &str) -> Option<(i64, i64)> {
         let start: NaiveDateTime = match self {
             Self::None => return (key == NONE_PARTITION).then_some((i64::MIN, i64::MAX)),
-            Self::Hour => {
-                NaiveDateTime::parse_from_str(&format!("{key}:00:00"), "%Y-%m-%dT%H:%M:%S").ok()?
-            }
-            Self::Day => NaiveDate::parse_from_str(key, "%Y-%m-%d")
-                .ok()?
-                .and_hms_opt(0, 0, 0)?,
+            Self::Hour => NaiveDateTime::parse_from_str(&format!("{key}:00:00"), "%Y-%m-%dT%H:%M:%S").ok()?,
+            Self::Day => NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?,
             Self::Week => {
                 let (y, w) = key.split_once("-W")?;
                 NaiveDate::from_isoywd_opt(y.parse().ok()?, w.parse().ok()?, chrono::Weekday::Mon)?

@@ -30,10 +30,7 @@ pub fn validate_table_name(name: &str) -> Result<()> {
         return bad("longer than 127 bytes");
     }
     let mut chars = name.chars();
-    if !chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-    {
+    if !chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
         return bad("must start with a letter or '_'");
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -54,10 +51,7 @@ pub(crate) fn data_file_rel(partition: &str, id: &str) -> String {
 /// Rejects relative paths from a commit record that could escape the table folder.
 pub(crate) fn check_rel_path(rel: &str) -> bool {
     let p = Path::new(rel);
-    !rel.is_empty()
-        && p.is_relative()
-        && p.components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    !rel.is_empty() && p.is_relative() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 #[cfg(test)]

@@ -26,12 +26,7 @@ impl Snapshot {
     pub(crate) fn file_keys(&self) -> HashSet<(String, String)> {
         self.tables
             .iter()
-            .flat_map(|(name, t)| {
-                t.commit
-                    .files
-                    .iter()
-                    .map(move |f| (name.clone(), f.path.clone()))
-            })
+            .flat_map(|(name, t)| t.commit.files.iter().map(move |f| (name.clone(), f.path.clone())))
             .collect()
     }
 }

@@ -10,9 +10,7 @@ use crate::commit::Commit;
 use crate::error::{IoContext, Result, StorageError};
 use crate::housekeeping::HousekeepingSettings;
 use crate::meta::TableMeta;
-use crate::paths::{
-    COMMIT_FILE, DATA_ID_FILE, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name,
-};
+use crate::paths::{COMMIT_FILE, DATA_ID_FILE, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name};
 use crate::snapshot::{PinId, Snapshot, TableSnapshot};
 use crate::table::{Shared, Table};
 
@@ -34,11 +32,7 @@ pub struct Storage {
 
 impl Storage {
     /// Opens (or creates) the database under `root`, loading every table.
-    pub fn open(
-        root: &Path,
-        clock: Arc<dyn Clock>,
-        settings: HousekeepingSettings,
-    ) -> Result<Arc<Self>> {
+    pub fn open(root: &Path, clock: Arc<dyn Clock>, settings: HousekeepingSettings) -> Result<Arc<Self>> {
         let db = db_dir(root);
         create_dir_durable(&db)?;
         let data_id = load_or_create_data_id(&db)?;
@@ -50,8 +44,7 @@ impl Storage {
             let path = entry.path();
             if name.starts_with(STAGING_PREFIX) {
                 // A CREATE TABLE that never finished: never visible, safe to remove.
-                std::fs::remove_dir_all(&path)
-                    .ctx(|| format!("removing unfinished {}", path.display()))?;
+                std::fs::remove_dir_all(&path).ctx(|| format!("removing unfinished {}", path.display()))?;
                 continue;
             }
             if name.starts_with('.') || !path.is_dir() {
@@ -100,9 +93,7 @@ impl Storage {
         self.read_tables().keys().cloned().collect()
     }
 
-    pub(crate) fn read_tables(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Table>>> {
+    pub(crate) fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Table>>> {
         self.tables.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -132,15 +123,9 @@ impl Storage {
         create_dir_durable(&staging)?;
         write_meta(&staging.join(META_FILE), &meta)?;
         Commit::empty().write(&staging.join(COMMIT_FILE))?;
-        std::fs::rename(&staging, &dir)
-            .ctx(|| format!("renaming {} to {}", staging.display(), dir.display()))?;
+        std::fs::rename(&staging, &dir).ctx(|| format!("renaming {} to {}", staging.display(), dir.display()))?;
         fsync_dir(&self.db_dir)?;
-        let table = Arc::new(Table::new(
-            meta.clone(),
-            dir,
-            Commit::empty(),
-            self.shared.clone(),
-        ));
+        let table = Arc::new(Table::new(meta.clone(), dir, Commit::empty(), self.shared.clone()));
         tables.insert(meta.name.clone(), table.clone());
         Ok(table)
     }
@@ -160,8 +145,7 @@ impl Storage {
         let trash = self.db_dir.join(TRASH_DIR);
         create_dir_durable(&trash)?;
         let dest = trash.join(format!("{name}-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::rename(table.dir(), &dest)
-            .ctx(|| format!("moving table '{name}' to {}", dest.display()))?;
+        std::fs::rename(table.dir(), &dest).ctx(|| format!("moving table '{name}' to {}", dest.display()))?;
         fsync_dir(&self.db_dir)?;
         tables.remove(name);
         Ok(true)
@@ -170,11 +154,7 @@ impl Storage {
     /// The committed state of every table at one instant.
     pub fn snapshot(&self) -> Snapshot {
         let tables = self.read_tables();
-        let _p = self
-            .shared
-            .publish
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _p = self.shared.publish.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
             taken_at_micros: self.clock.now_micros(),
             tables: tables
@@ -193,10 +173,7 @@ impl Storage {
     /// Keeps every file of `snapshot` from deletion until `unpin`.
     pub fn pin(&self, snapshot: Snapshot) -> PinId {
         let id = PinId(self.next_pin.fetch_add(1, Ordering::SeqCst));
-        self.pins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, snapshot);
+        self.pins.lock().unwrap_or_else(|p| p.into_inner()).insert(id, snapshot);
         id
     }
 

@@ -17,7 +17,7 @@ use crate::commit::{Commit, DataFile};
 use crate::error::{Result, StorageError};
 use crate::meta::TableMeta;
 use crate::paths::COMMIT_FILE;
-use crate::writer::{conform, split_by_partition, write_data_file};
+use crate::writer::{conform, new_data_file_rel, split_by_partition, write_data_file};
 
 /// Rows buffered per partition before a data file is written.
 const ROWS_PER_FILE: usize = 1_000_000;
@@ -79,10 +79,7 @@ impl Table {
 
     /// The current committed file list (readers plan against this and never see partial writes).
     pub fn commit(&self) -> Arc<Commit> {
-        self.commit
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.commit.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Absolute path of a committed data file.
@@ -119,10 +116,7 @@ impl Table {
             if self.meta.partition_by.range(p).is_none() {
                 return Err(StorageError::InvalidData {
                     table: self.meta.name.clone(),
-                    reason: format!(
-                        "'{p}' is not a {} partition name",
-                        self.meta.partition_by.as_str()
-                    ),
+                    reason: format!("'{p}' is not a {} partition name", self.meta.partition_by.as_str()),
                 });
             }
         }
@@ -147,8 +141,7 @@ impl Table {
     /// Partitions that currently hold data, with their time ranges.
     pub fn partitions(&self) -> Vec<(String, (i64, i64))> {
         let commit = self.commit();
-        let names: std::collections::BTreeSet<&str> =
-            commit.files.iter().map(|f| f.partition.as_str()).collect();
+        let names: std::collections::BTreeSet<&str> = commit.files.iter().map(|f| f.partition.as_str()).collect();
         names
             .into_iter()
             .filter_map(|p| Some((p.to_string(), self.meta.partition_by.range(p)?)))
@@ -157,10 +150,7 @@ impl Table {
 
     /// Applies `f` to the current file list under the write lock and publishes the result.
     /// Returns the new commit.
-    pub(crate) fn change(
-        &self,
-        f: impl FnOnce(&Commit) -> Result<Vec<DataFile>>,
-    ) -> Result<Arc<Commit>> {
+    pub(crate) fn change(&self, f: impl FnOnce(&Commit) -> Result<Vec<DataFile>>) -> Result<Arc<Commit>> {
         let _w = lock(&self.write_lock);
         if self.dropped.load(Ordering::SeqCst) {
             return Err(StorageError::TableNotFound(self.meta.name.clone()));
@@ -183,7 +173,7 @@ impl Table {
         lock(&self.pending).clone()
     }
 
-    pub(crate) fn add_pending(&self, rel: &str) {
+    fn add_pending(&self, rel: &str) {
         lock(&self.pending).insert(rel.to_string());
     }
 
@@ -194,15 +184,16 @@ impl Table {
         }
     }
 
-    /// Writes a data file and registers it as pending (protected from housekeeping).
-    pub(crate) fn write_pending_file(
-        &self,
-        partition: &str,
-        batches: &[RecordBatch],
-    ) -> Result<DataFile> {
-        let file = write_data_file(&self.meta, &self.dir, partition, batches)?;
-        self.add_pending(&file.path);
-        Ok(file)
+    /// Writes a data file registered as pending *before* it exists, so housekeeping
+    /// never mistakes it for an orphan; it stays pending until committed or abandoned.
+    pub(crate) fn write_pending_file(&self, partition: &str, batches: &[RecordBatch]) -> Result<DataFile> {
+        let rel = new_data_file_rel(partition);
+        self.add_pending(&rel);
+        let written = write_data_file(&self.meta, &self.dir, partition, rel.clone(), batches);
+        if written.is_err() {
+            self.remove_pending([rel.as_str()]);
+        }
+        written
     }
 }
 
@@ -262,7 +253,6 @@ impl TableWriter {
 
 impl Drop for TableWriter {
     fn drop(&mut self) {
-        self.table
-            .remove_pending(self.written.iter().map(|f| f.path.as_str()));
+        self.table.remove_pending(self.written.iter().map(|f| f.path.as_str()));
     }
 }

@@ -44,9 +44,7 @@ fn rows(ts: &[i64]) -> RecordBatch {
             Arc::new(StringArray::from(
                 ts.iter().map(|t| format!("S{}", t % 3)).collect::<Vec<_>>(),
             )),
-            Arc::new(Float64Array::from(
-                ts.iter().map(|t| *t as f64).collect::<Vec<_>>(),
-            )),
+            Arc::new(Float64Array::from(ts.iter().map(|t| *t as f64).collect::<Vec<_>>())),
         ],
     )
     .unwrap()
@@ -103,18 +101,10 @@ fn out_of_order_rows_land_in_their_day_and_survive_reopen() {
         s.create_table(meta(), false),
         Err(StorageError::TableExists(_))
     ));
-    assert_eq!(
-        t.append(&[rows(&[5 * DAY + 7, DAY + 1, 5 * DAY + 3])])
-            .unwrap(),
-        3
-    );
+    assert_eq!(t.append(&[rows(&[5 * DAY + 7, DAY + 1, 5 * DAY + 3])]).unwrap(), 3);
     let c = t.commit();
     assert_eq!(c.files.len(), 2);
-    let day5 = c
-        .files
-        .iter()
-        .find(|f| f.partition == "1970-01-06")
-        .unwrap();
+    let day5 = c.files.iter().find(|f| f.partition == "1970-01-06").unwrap();
     assert_eq!(
         (day5.rows, day5.min_ts, day5.max_ts),
         (2, Some(5 * DAY + 3), Some(5 * DAY + 7))
@@ -253,8 +243,7 @@ fn drop_partitions_by_name() {
     let t = s.create_table(meta(), false).unwrap();
     t.append(&[rows(&[DAY, 2 * DAY, 3 * DAY])]).unwrap();
     assert_eq!(
-        t.drop_partitions(&["1970-01-02".into(), "1970-01-09".into()])
-            .unwrap(),
+        t.drop_partitions(&["1970-01-02".into(), "1970-01-09".into()]).unwrap(),
         1
     );
     assert_eq!(t.commit().rows(), 2);

@@ -25,11 +25,7 @@ use crate::paths::data_file_rel;
 const PARQUET_ZSTD_LEVEL: i32 = 3;
 
 /// Casts a batch to the table schema by column position, checking the designated timestamp.
-pub(crate) fn conform(
-    meta: &TableMeta,
-    schema: &SchemaRef,
-    batch: &RecordBatch,
-) -> Result<RecordBatch> {
+pub(crate) fn conform(meta: &TableMeta, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
     let arrow_err = |source| StorageError::Arrow {
         table: meta.name.clone(),
         source,
@@ -56,25 +52,19 @@ pub(crate) fn conform(
             }
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
-    if let Some(i) = meta.timestamp_index() {
-        if columns[i].null_count() > 0 {
-            return Err(StorageError::InvalidData {
-                table: meta.name.clone(),
-                reason: format!(
-                    "designated timestamp column '{}' cannot be NULL",
-                    meta.columns[i].name
-                ),
-            });
-        }
+    if let Some(i) = meta.timestamp_index()
+        && columns[i].null_count() > 0
+    {
+        return Err(StorageError::InvalidData {
+            table: meta.name.clone(),
+            reason: format!("designated timestamp column '{}' cannot be NULL", meta.columns[i].name),
+        });
     }
     RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)
 }
 
 /// Splits conformed rows by partition key, each group sorted by the designated timestamp.
-pub(crate) fn split_by_partition(
-    meta: &TableMeta,
-    batch: &RecordBatch,
-) -> Result<BTreeMap<String, RecordBatch>> {
+pub(crate) fn split_by_partition(meta: &TableMeta, batch: &RecordBatch) -> Result<BTreeMap<String, RecordBatch>> {
     let arrow_err = |source| StorageError::Arrow {
         table: meta.name.clone(),
         source,
@@ -93,10 +83,7 @@ pub(crate) fn split_by_partition(
     let mut start = 0usize;
     while start < ts.len() {
         let key = meta.partition_by.key(ts.value(start));
-        let (_, end_us) = meta
-            .partition_by
-            .range(&key)
-            .unwrap_or((i64::MIN, i64::MAX));
+        let (_, end_us) = meta.partition_by.range(&key).unwrap_or((i64::MIN, i64::MAX));
         let len = ts.values()[start..].partition_point(|&v| v < end_us);
         out.insert(key, sorted.slice(start, len));
         start += len;
@@ -126,6 +113,7 @@ pub(crate) fn write_data_file(
     meta: &TableMeta,
     table_dir: &Path,
     partition: &str,
+    rel: String,
     batches: &[RecordBatch],
 ) -> Result<DataFile> {
     let schema = meta.arrow_schema();
@@ -134,8 +122,6 @@ pub(crate) fn write_data_file(
         source,
     };
     let batch = concat_batches(&schema, batches).map_err(arrow_err)?;
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    let rel = data_file_rel(partition, &id);
     let path = table_dir.join(&rel);
     let parquet_err = |source| StorageError::Parquet {
         table: meta.name.clone(),
@@ -179,6 +165,11 @@ pub(crate) fn write_data_file(
     })
 }
 
+/// A fresh, unique relative path for a new data file in `partition`.
+pub(crate) fn new_data_file_rel(partition: &str) -> String {
+    data_file_rel(partition, &uuid::Uuid::now_v7().simple().to_string())
+}
+
 /// Reads a data file back (housekeeping merges).
 pub(crate) fn read_data_file(meta: &TableMeta, path: &Path) -> Result<Vec<RecordBatch>> {
     let parquet_err = |source| StorageError::Parquet {
@@ -202,11 +193,9 @@ pub(crate) fn read_data_file(meta: &TableMeta, path: &Path) -> Result<Vec<Record
                 source,
             })?;
             // Field metadata may differ from what the file recorded; columns are what matter.
-            RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()).map_err(|source| {
-                StorageError::Arrow {
-                    table: meta.name.clone(),
-                    source,
-                }
+            RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()).map_err(|source| StorageError::Arrow {
+                table: meta.name.clone(),
+                source,
             })
         })
         .collect()

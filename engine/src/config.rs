@@ -1,0 +1,261 @@
+//! Settings: `ROOT/conf/server.conf` (Java properties) overlaid by `STRATA_*` environment variables.
+//!
+//! Every key `a.b.c` can also be set as `STRATA_A_B_C`; the environment wins.
+//! Values are validated here, once, with errors naming the key and where it came from.
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use storage::HousekeepingSettings;
+
+/// Where a setting's value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    File,
+    Env(String),
+}
+
+/// A configuration problem, naming the key (never the value of a secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid value for '{key}'{origin}: {reason}")]
+    Invalid {
+        key: String,
+        origin: String,
+        reason: String,
+    },
+}
+
+/// A value that must not be printed (passwords, keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Keys this version understands, with their meaning (shown for unknown keys).
+pub const KNOWN_KEYS: &[&str] = &[
+    "pg.net.bind.to",
+    "pg.user",
+    "pg.password",
+    "housekeeping.interval.ms",
+    "housekeeping.orphan.grace.ms",
+    "housekeeping.merge.min.files",
+    "housekeeping.small.file.mb",
+];
+
+/// Raw key/value pairs plus their origin.
+#[derive(Debug, Default, Clone)]
+pub struct Properties {
+    values: BTreeMap<String, (String, Source)>,
+}
+
+impl Properties {
+    /// Reads `ROOT/conf/server.conf` (if present) and the process environment.
+    pub fn load(root: &Path) -> Result<Self, ConfigError> {
+        let path = root.join("conf").join("server.conf");
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => java_properties::read(std::io::BufReader::new(f)).map_err(|e| ConfigError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(Self::from_sources(file, std::env::vars().collect()))
+    }
+
+    /// Combines file entries with environment variables (which take precedence).
+    pub fn from_sources(file: HashMap<String, String>, env: HashMap<String, String>) -> Self {
+        let mut values: BTreeMap<String, (String, Source)> = file
+            .into_iter()
+            .map(|(k, v)| (k.trim().to_string(), (v.trim().to_string(), Source::File)))
+            .collect();
+        for key in KNOWN_KEYS
+            .iter()
+            .copied()
+            .chain(values.keys().cloned().collect::<Vec<_>>().iter().map(String::as_str))
+        {
+            let var = env_var_name(key);
+            if let Some(v) = env.get(&var) {
+                values.insert(key.to_string(), (v.trim().to_string(), Source::Env(var)));
+            }
+        }
+        Self { values }
+    }
+
+    /// Keys that are set but that this version does not know (probably typos).
+    pub fn unknown_keys(&self) -> Vec<String> {
+        self.values
+            .keys()
+            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str()).filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        let origin = match self.values.get(key) {
+            Some((_, Source::Env(var))) => format!(" (from environment variable {var})"),
+            Some((_, Source::File)) => " (from server.conf)".to_string(),
+            None => String::new(),
+        };
+        ConfigError::Invalid {
+            key: key.to_string(),
+            origin,
+            reason: reason.into(),
+        }
+    }
+
+    /// Parses an optional value with `parse`, whose error becomes the reason.
+    pub fn parse_with<T>(
+        &self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(key)
+            .map(|v| parse(v).map_err(|reason| self.invalid(key, reason)))
+            .transpose()
+    }
+
+    fn number(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        self.parse_with(key, |v| {
+            let n: u64 = v.parse().map_err(|_| format!("'{v}' is not a whole number"))?;
+            if n < min || n > max {
+                return Err(format!("{n} is outside {min}..={max}"));
+            }
+            Ok(n)
+        })
+    }
+}
+
+/// `pg.net.bind.to` -> `STRATA_PG_NET_BIND_TO`.
+pub fn env_var_name(key: &str) -> String {
+    format!("STRATA_{}", key.to_ascii_uppercase().replace(['.', '-'], "_"))
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub housekeeping_interval: Duration,
+    pub housekeeping: HousekeepingSettings,
+}
+
+impl Settings {
+    pub fn from_properties(p: &Properties) -> Result<Self, ConfigError> {
+        let bind = p
+            .parse_with("pg.net.bind.to", |v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| format!("'{v}' is not an address like 127.0.0.1:8812"))
+            })?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8812)));
+        let password = p.get("pg.password").map(Secret::new);
+        if password.is_none() && !bind.ip().is_loopback() {
+            return Err(p.invalid(
+                "pg.net.bind.to",
+                format!("{bind} is not a loopback address and pg.password is not set; set a password to accept remote connections"),
+            ));
+        }
+        let defaults = HousekeepingSettings::default();
+        Ok(Self {
+            bind,
+            user: p.get("pg.user").unwrap_or("admin").to_string(),
+            password,
+            housekeeping_interval: Duration::from_millis(
+                p.number("housekeeping.interval.ms", 10, 86_400_000)?.unwrap_or(5_000),
+            ),
+            housekeeping: HousekeepingSettings {
+                orphan_grace_micros: p
+                    .number("housekeeping.orphan.grace.ms", 0, 86_400_000)?
+                    .map_or(defaults.orphan_grace_micros, |ms| ms as i64 * 1000),
+                merge_min_files: p
+                    .number("housekeeping.merge.min.files", 2, 1_000_000)?
+                    .map_or(defaults.merge_min_files, |n| n as usize),
+                small_file_bytes: p
+                    .number("housekeeping.small.file.mb", 1, 1 << 20)?
+                    .map_or(defaults.small_file_bytes, |mb| mb << 20),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(file: &[(&str, &str)], env: &[(&str, &str)]) -> Properties {
+        let m = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Properties::from_sources(m(file), m(env))
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::from_properties(&props(&[], &[])).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8812");
+        assert_eq!(s.user, "admin");
+        assert!(s.password.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let p = props(
+            &[("pg.net.bind.to", "127.0.0.1:1")],
+            &[("STRATA_PG_NET_BIND_TO", "127.0.0.1:2")],
+        );
+        assert_eq!(Settings::from_properties(&p).unwrap().bind.port(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_origin() {
+        let err = Settings::from_properties(&props(&[], &[("STRATA_PG_NET_BIND_TO", "nowhere")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("pg.net.bind.to") && msg.contains("STRATA_PG_NET_BIND_TO"),
+            "{msg}"
+        );
+        let err = Settings::from_properties(&props(&[("housekeeping.merge.min.files", "1")], &[])).unwrap_err();
+        assert!(err.to_string().contains("housekeeping.merge.min.files"));
+    }
+
+    #[test]
+    fn remote_bind_needs_a_password() {
+        let err = Settings::from_properties(&props(&[("pg.net.bind.to", "0.0.0.0:8812")], &[])).unwrap_err();
+        assert!(err.to_string().contains("pg.password"), "{err}");
+        let ok = props(&[("pg.net.bind.to", "0.0.0.0:8812"), ("pg.password", "s3cret")], &[]);
+        let s = Settings::from_properties(&ok).unwrap();
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let p = props(&[("pg.net.bind.too", "x")], &[]);
+        assert_eq!(p.unknown_keys(), vec!["pg.net.bind.too".to_string()]);
+    }
+}

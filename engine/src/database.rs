@@ -1,0 +1,207 @@
+//! The Database: storage, the DataFusion session over it, and background work.
+//!
+//! Startup: open storage (loads every table) → build the DataFusion session
+//! with our `public` schema → start housekeeping. `shutdown` cancels the
+//! background tasks and waits for them.
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use storage::{Clock, HousekeepingReport, Storage, SystemClock, TableMeta};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::StrataSchema;
+use crate::config::Settings;
+use crate::copy::{CopyFormat, copy_rows};
+use crate::error::{EngineError, Result};
+
+/// DataFusion catalog and schema names our tables live in.
+pub const CATALOG: &str = "datafusion";
+pub const SCHEMA: &str = "public";
+
+pub struct Database {
+    storage: Arc<Storage>,
+    ctx: Arc<SessionContext>,
+    settings: Settings,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("root", &self.storage.root())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens the database under `root` with the real clock and starts background work.
+    pub async fn open(root: &Path, settings: Settings) -> Result<Arc<Self>> {
+        Self::open_with_clock(root, settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn open_with_clock(root: &Path, settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+        let root = root.to_path_buf();
+        let hk = settings.housekeeping.clone();
+        let storage = tokio::task::spawn_blocking(move || Storage::open(&root, clock, hk)).await??;
+        let ctx = Arc::new(session_context(storage.clone())?);
+        let db = Arc::new(Self {
+            storage,
+            ctx,
+            settings,
+            cancel: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let hk_task = tokio::spawn(housekeeping_loop(
+            db.storage.clone(),
+            db.settings.housekeeping_interval,
+            db.cancel.clone(),
+        ));
+        db.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(hk_task);
+        Ok(db)
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The shared DataFusion session (all connections plan against it).
+    pub fn context(&self) -> Arc<SessionContext> {
+        self.ctx.clone()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Creates a table; returns false when it existed and `if_not_exists` was set.
+    pub async fn create_table(&self, meta: TableMeta, if_not_exists: bool) -> Result<bool> {
+        let storage = self.storage.clone();
+        blocking(move || {
+            let existed = storage.table(&meta.name).is_some();
+            storage.create_table(meta, if_not_exists)?;
+            Ok(!existed)
+        })
+        .await
+    }
+
+    pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let (storage, name) = (self.storage.clone(), name.to_string());
+        blocking(move || Ok(storage.drop_table(&name, if_exists)?)).await
+    }
+
+    pub async fn truncate(&self, name: &str) -> Result<()> {
+        let table = self.table(name)?;
+        blocking(move || Ok(table.truncate()?)).await
+    }
+
+    /// Drops the named partitions; returns how many held data.
+    pub async fn drop_partitions(&self, name: &str, partitions: Vec<String>) -> Result<usize> {
+        let table = self.table(name)?;
+        blocking(move || Ok(table.drop_partitions(&partitions)?)).await
+    }
+
+    /// Drops every partition whose whole time range satisfies `covers(start, end)`;
+    /// `column` must be the table's designated timestamp.
+    pub async fn drop_partitions_where(
+        &self,
+        name: &str,
+        column: &str,
+        covers: impl Fn(i64, i64) -> bool,
+    ) -> Result<usize> {
+        let table = self.table(name)?;
+        match &table.meta().timestamp {
+            Some(ts) if ts == column => {}
+            Some(ts) => {
+                return Err(EngineError::InvalidInput(format!(
+                    "DROP PARTITION WHERE must compare the designated timestamp '{ts}', not '{column}'"
+                )));
+            }
+            None => {
+                return Err(EngineError::InvalidInput(format!(
+                    "table '{name}' has no designated timestamp, so no partitions to drop"
+                )));
+            }
+        }
+        let chosen: Vec<String> = table
+            .partitions()
+            .into_iter()
+            .filter(|(_, (start, end))| covers(*start, *end))
+            .map(|(p, _)| p)
+            .collect();
+        if chosen.is_empty() {
+            return Ok(0);
+        }
+        blocking(move || Ok(table.drop_partitions(&chosen)?)).await
+    }
+
+    /// Loads COPY data into a table as one transaction.
+    pub async fn copy_in(&self, name: &str, format: CopyFormat, data: Vec<u8>) -> Result<u64> {
+        let table = self.table(name)?;
+        blocking(move || copy_rows(&table, &format, &data)).await
+    }
+
+    /// Runs one housekeeping cycle now.
+    pub async fn housekeep(&self) -> Result<HousekeepingReport> {
+        let storage = self.storage.clone();
+        blocking(move || Ok(storage.housekeep()?)).await
+    }
+
+    fn table(&self, name: &str) -> Result<Arc<storage::Table>> {
+        self.storage
+            .table(name)
+            .ok_or_else(|| storage::StorageError::TableNotFound(name.to_string()).into())
+    }
+
+    /// Stops background work and waits for it.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+fn session_context(storage: Arc<Storage>) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        // Our tables store Utf8; keep SQL-side strings the same type.
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+    let ctx = SessionContext::new_with_config(config);
+    let catalog = ctx
+        .catalog(CATALOG)
+        .ok_or_else(|| EngineError::Task(format!("DataFusion catalog '{CATALOG}' missing")))?;
+    catalog.register_schema(SCHEMA, Arc::new(StrataSchema::new(storage)))?;
+    Ok(ctx)
+}
+
+/// Runs housekeeping every `interval` until cancelled; errors are logged, never fatal.
+async fn housekeeping_loop(storage: Arc<Storage>, interval: std::time::Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let s = storage.clone();
+        match tokio::task::spawn_blocking(move || s.housekeep()).await {
+            Ok(Ok(r)) if r.files_deleted > 0 || r.partitions_merged > 0 => tracing::debug!(
+                merged = r.partitions_merged,
+                deleted = r.files_deleted,
+                bytes = r.bytes_deleted,
+                "housekeeping"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("housekeeping failed: {e}"),
+            Err(e) => tracing::warn!("housekeeping task failed: {e}"),
+        }
+    }
+}

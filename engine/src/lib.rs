@@ -1,0 +1,22 @@
+//! Engine: the Database — storage, the DataFusion session over it, settings and startup.
+//!
+//! Owns: configuration (`server.conf` + environment), the DataFusion catalog
+//! that exposes storage's tables (scans with partition pruning, inserts as one
+//! commit), COPY parsing, and background housekeeping.
+//! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
+//!
+//! Main types: [`Database`], [`Settings`], [`EngineError`].
+
+mod catalog;
+pub mod config;
+mod copy;
+mod database;
+mod error;
+mod provider;
+mod pruning;
+
+pub use config::{ConfigError, Properties, Secret, Settings};
+pub use copy::CopyFormat;
+pub use database::{CATALOG, Database, SCHEMA};
+pub use error::{EngineError, Result};
+pub use provider::StrataTable;

@@ -1,0 +1,151 @@
+//! DataFusion's view of a Strata table: scans with partition pruning, inserts as one commit.
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Result as DfResult, not_impl_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream};
+use futures::StreamExt;
+use storage::Table;
+
+use crate::error::EngineError;
+use crate::pruning::TimeRange;
+
+/// A table as DataFusion sees it. Cheap to create: it holds the storage handle.
+#[derive(Debug)]
+pub struct StrataTable {
+    table: Arc<Table>,
+}
+
+impl StrataTable {
+    pub fn new(table: Arc<Table>) -> Self {
+        Self { table }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StrataTable {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Used for file pruning and Parquet row-group pruning; DataFusion still filters rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let commit = self.table.commit();
+        let range = match &self.table.meta().timestamp {
+            Some(ts) => TimeRange::from_filters(filters, ts),
+            None => TimeRange::default(),
+        };
+        let files: Vec<PartitionedFile> = commit
+            .files
+            .iter()
+            .filter(|f| range.may_contain(f))
+            .map(|f| {
+                let path = self.table.file_path(f);
+                PartitionedFile::new(path.to_string_lossy().trim_start_matches('/').to_string(), f.bytes)
+            })
+            .collect();
+        // DataFusion's filter pushdown hands the predicate to the Parquet source for
+        // row-group pruning; here we only choose files.
+        let source =
+            ParquetSource::new(self.schema()).with_table_parquet_options(state.table_options().parquet.clone());
+        let groups = split_into_groups(files, state.config().target_partitions());
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return not_impl_err!("{insert_op} is not supported; use INSERT INTO");
+        }
+        let sink = TableSink {
+            table: self.table.clone(),
+            schema: self.table.schema(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Spreads files over up to `n` groups (one per core) keeping each file whole.
+fn split_into_groups(files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+    let n = n.max(1).min(files.len().max(1));
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+    for (i, f) in files.into_iter().enumerate() {
+        groups[i % n].push(f);
+    }
+    groups
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(FileGroup::new)
+        .collect()
+}
+
+/// Receives the rows of one INSERT and commits them as one transaction.
+#[derive(Debug)]
+struct TableSink {
+    table: Arc<Table>,
+    schema: SchemaRef,
+}
+
+impl DisplayAs for TableSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StrataSink: table={}", self.table.name())
+    }
+}
+
+#[async_trait]
+impl DataSink for TableSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(&self, mut data: SendableRecordBatchStream, _ctx: &Arc<TaskContext>) -> DfResult<u64> {
+        let mut writer = self.table.writer();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            writer = tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer))
+                .await
+                .map_err(EngineError::from)?
+                .map_err(EngineError::from)?;
+        }
+        let rows = tokio::task::spawn_blocking(move || writer.commit())
+            .await
+            .map_err(EngineError::from)?
+            .map_err(EngineError::from)?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,81 @@
+//! Running our own statements against the engine.
+use engine::{CopyFormat, Database};
+use storage::TableMeta;
+
+use crate::error::SqlError;
+use crate::statements::{Command, CopyFrom};
+
+/// What a command produced, before it is put on the wire.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    /// A command tag such as `CREATE TABLE`, with an optional notice for the client.
+    Done { tag: &'static str, notice: Option<String> },
+    /// COPY FROM STDIN accepted: the client may now send `columns` columns of data.
+    CopyIn { columns: usize },
+}
+
+fn done(tag: &'static str) -> Outcome {
+    Outcome::Done { tag, notice: None }
+}
+
+/// Executes everything except the data phase of COPY (see [`finish_copy`]).
+pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, SqlError> {
+    match cmd {
+        Command::CreateTable(ct) => {
+            let meta = TableMeta::new(&ct.name, ct.columns.clone(), ct.timestamp.clone(), ct.partition_by)
+                .map_err(|e| SqlError::from(&e))?;
+            let created = db.create_table(meta, ct.if_not_exists).await?;
+            Ok(Outcome::Done {
+                tag: "CREATE TABLE",
+                notice: (!created).then(|| format!("relation \"{}\" already exists, skipping", ct.name)),
+            })
+        }
+        Command::DropTable { name, if_exists } => {
+            let dropped = db.drop_table(name, *if_exists).await?;
+            Ok(Outcome::Done {
+                tag: "DROP TABLE",
+                notice: (!dropped).then(|| format!("table \"{name}\" does not exist, skipping")),
+            })
+        }
+        Command::Truncate { name } => {
+            db.truncate(name).await?;
+            Ok(done("TRUNCATE TABLE"))
+        }
+        Command::DropPartitionList { table, partitions } => {
+            let n = db.drop_partitions(table, partitions.clone()).await?;
+            Ok(dropped_partitions(n))
+        }
+        Command::DropPartitionWhere { table, bounds } => {
+            let n = db
+                .drop_partitions_where(table, &bounds.column, |start, end| bounds.covers(start, end))
+                .await?;
+            Ok(dropped_partitions(n))
+        }
+        Command::CopyFrom(copy) => {
+            let table = db
+                .storage()
+                .table(&copy.table)
+                .ok_or_else(|| SqlError::from(&storage::StorageError::TableNotFound(copy.table.clone())))?;
+            let columns = copy.columns.as_ref().map_or(table.meta().columns.len(), Vec::len);
+            Ok(Outcome::CopyIn { columns })
+        }
+    }
+}
+
+fn dropped_partitions(n: usize) -> Outcome {
+    Outcome::Done {
+        tag: "ALTER TABLE",
+        notice: Some(format!("dropped {n} partition{}", if n == 1 { "" } else { "s" })),
+    }
+}
+
+/// Loads the data received for a COPY FROM STDIN; returns the row count.
+pub(crate) async fn finish_copy(db: &Database, copy: &CopyFrom, data: Vec<u8>) -> Result<u64, SqlError> {
+    let format = CopyFormat {
+        columns: copy.columns.clone(),
+        header: copy.header,
+        delimiter: copy.delimiter,
+        null: copy.null.clone(),
+    };
+    Ok(db.copy_in(&copy.table, format, data).await?)
+}

@@ -1,0 +1,19 @@
+//! SQL: Strata's own statements and the PostgreSQL wire protocol.
+//!
+//! Owns: recognising the statements DataFusion does not know (CREATE TABLE
+//! with `TIMESTAMP(col) PARTITION BY`, DROP/TRUNCATE, DROP PARTITION, COPY
+//! FROM STDIN), running them on the engine, authentication, and mapping every
+//! error to a PostgreSQL SQLSTATE (in `error.rs`, nowhere else).
+//! Must not know: how tables are stored (it goes through `engine::Database`).
+//!
+//! Main entry points: [`serve`], [`statements::split_and_parse`].
+
+mod auth;
+pub mod error;
+mod execute;
+mod handlers;
+mod server;
+pub mod statements;
+
+pub use error::SqlError;
+pub use server::serve;

@@ -1,0 +1,59 @@
+//! The PostgreSQL wire-protocol server: accept loop with graceful shutdown.
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use engine::{CATALOG, Database};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::handlers::Handlers;
+
+/// How long open connections get to finish after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `db` on `listener` until `shutdown` is cancelled, then closes every connection.
+pub async fn serve(db: Arc<Database>, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    setup_pg_catalog(&db.context(), CATALOG, EmptyContextProvider)
+        .map_err(|e| std::io::Error::other(format!("setting up pg_catalog: {e}")))?;
+    let settings = db.settings();
+    let auth = Auth::new(&settings.user, settings.password.as_ref().map(|s| s.expose()));
+    let handlers = Arc::new(Handlers::new(db.clone(), auth));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let _ = socket.set_nodelay(true);
+                let (h, stop) = (handlers.clone(), shutdown.clone());
+                connections.spawn(async move {
+                    tokio::select! {
+                        r = pgwire::tokio::process_socket(socket, None, h) => {
+                            if let Err(e) = r {
+                                tracing::debug!("connection {peer}: {e}");
+                            }
+                        }
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The `strata` binary: `strata serve` runs the database server.
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use engine::{Database, Properties, Settings};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "A columnar time-series database with first-class backup and restore"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (PostgreSQL wire protocol).
+    Serve {
+        /// Database root folder (holds conf/server.conf and db/).
+        #[arg(long, default_value = "./strata_root")]
+        root: PathBuf,
+        /// Load a small demo table (`trades`) if it is not there yet.
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { root, demo } => runtime.block_on(serve(root, demo)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let props = Properties::load(&root)?;
+    for key in props.unknown_keys() {
+        tracing::warn!("unknown configuration key '{key}' ignored (check for a typo)");
+    }
+    let settings = Settings::from_properties(&props)?;
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {} (pg.net.bind.to): {e}", settings.bind))?;
+    let db = Database::open(&root, settings).await?;
+    if demo {
+        demo::load(&db).await?;
+    }
+    let addr = listener.local_addr()?;
+    tracing::info!(root = %root.display(), "database open, data id {}", db.storage().data_id());
+    // Tests and scripts read this line to learn the port when binding to port 0.
+    println!("strata listening on {addr}");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(sql::serve(db.clone(), listener, shutdown.clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    server.await??;
+    db.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

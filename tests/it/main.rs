@@ -1,0 +1,9 @@
+//! Integration tests: the real `strata` binary, real clients (tokio-postgres, psql), real files.
+//! One test binary so DataFusion is linked once.
+mod harness;
+
+mod crash;
+mod ddl_and_errors;
+mod housekeeping;
+mod queries;
+mod security;
