@@ -45,7 +45,7 @@ impl Database {
     pub async fn open_with_clock(root: &Path, settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let root = root.to_path_buf();
         let hk = settings.housekeeping.clone();
-        let storage = tokio::task::spawn_blocking(move || Storage::open(&root, clock, hk)).await??;
+        let storage = tokio::task::spawn_blocking(move || Storage::open(&root, clock, hk, None)).await??;
         let ctx = Arc::new(session_context(storage.clone())?);
         let db = Arc::new(Self {
             storage,

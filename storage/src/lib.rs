@@ -14,6 +14,7 @@
 //! This crate knows nothing of SQL, DataFusion, the wire protocol or backups.
 
 mod atomic;
+mod checkpoint;
 mod clock;
 mod commit;
 mod error;
@@ -27,6 +28,9 @@ mod table;
 mod writer;
 
 pub use atomic::{fsync_dir, write_atomic};
+pub use checkpoint::{
+    CheckpointRecord, RollbackReport, read_checkpoint, remove_checkpoint, restore_checkpoint, write_checkpoint,
+};
 pub use clock::{Clock, SystemClock};
 pub use commit::{Commit, DataFile};
 pub use error::{Result, StorageError};

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::atomic::{create_dir_durable, fsync_dir, write_atomic};
+use crate::checkpoint::move_to_trash;
 use crate::clock::Clock;
 use crate::commit::Commit;
 use crate::error::{IoContext, Result, StorageError};
@@ -32,7 +33,17 @@ pub struct Storage {
 
 impl Storage {
     /// Opens (or creates) the database under `root`, loading every table.
-    pub fn open(root: &Path, clock: Arc<dyn Clock>, settings: HousekeepingSettings) -> Result<Arc<Self>> {
+    ///
+    /// Every file a commit names must exist. A root copied by hand during a
+    /// checkpoint may hold a commit newer than its data files; then the table's
+    /// state recorded in `checkpoint` (whose files are pinned, so present) is
+    /// used instead, with a warning. Otherwise a missing file is an error.
+    pub fn open(
+        root: &Path,
+        clock: Arc<dyn Clock>,
+        settings: HousekeepingSettings,
+        checkpoint: Option<&Snapshot>,
+    ) -> Result<Arc<Self>> {
         let db = db_dir(root);
         create_dir_durable(&db)?;
         let data_id = load_or_create_data_id(&db)?;
@@ -50,7 +61,7 @@ impl Storage {
             if name.starts_with('.') || !path.is_dir() {
                 continue;
             }
-            let table = load_table(&path, shared.clone())?;
+            let table = load_table(&path, shared.clone(), checkpoint)?;
             tables.insert(table.name().to_string(), Arc::new(table));
         }
         Ok(Arc::new(Self {
@@ -144,8 +155,7 @@ impl Storage {
         table.mark_dropped();
         let trash = self.db_dir.join(TRASH_DIR);
         create_dir_durable(&trash)?;
-        let dest = trash.join(format!("{name}-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::rename(table.dir(), &dest).ctx(|| format!("moving table '{name}' to {}", dest.display()))?;
+        move_to_trash(table.dir(), &trash, name)?;
         fsync_dir(&self.db_dir)?;
         tables.remove(name);
         Ok(true)
@@ -170,7 +180,17 @@ impl Storage {
         }
     }
 
-    /// Keeps every file of `snapshot` from deletion until `unpin`.
+    /// Takes a snapshot of all tables and pins it in one step, so no file of it
+    /// can be deleted between the two.
+    pub fn pin_current(&self) -> (PinId, Snapshot) {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.snapshot();
+        let id = PinId(self.next_pin.fetch_add(1, Ordering::SeqCst));
+        pins.insert(id, snapshot.clone());
+        (id, snapshot)
+    }
+
+    /// Pins a snapshot recorded earlier (e.g. reloaded after a restart) until `unpin`.
     pub fn pin(&self, snapshot: Snapshot) -> PinId {
         let id = PinId(self.next_pin.fetch_add(1, Ordering::SeqCst));
         self.pins.lock().unwrap_or_else(|p| p.into_inner()).insert(id, snapshot);
@@ -260,7 +280,33 @@ pub(crate) fn read_table_files(dir: &Path) -> Result<(TableMeta, Commit)> {
     Ok((meta, commit))
 }
 
-fn load_table(dir: &Path, shared: Arc<Shared>) -> Result<Table> {
-    let (meta, commit) = read_table_files(dir)?;
+fn load_table(dir: &Path, shared: Arc<Shared>, checkpoint: Option<&Snapshot>) -> Result<Table> {
+    let (meta, mut commit) = read_table_files(dir)?;
+    if let Some(missing) = commit.files.iter().find(|f| !dir.join(&f.path).is_file()) {
+        let recorded = checkpoint
+            .and_then(|s| s.tables.get(&meta.name))
+            .filter(|t| t.meta.as_ref() == &meta && t.commit.files.iter().all(|f| dir.join(&f.path).is_file()));
+        match recorded {
+            Some(t) => {
+                tracing::warn!(
+                    "table '{}': data file {} is missing (a copy taken during a checkpoint?); \
+                     using the table's state recorded at CHECKPOINT CREATE",
+                    meta.name,
+                    missing.path
+                );
+                commit = t.commit.as_ref().clone();
+            }
+            None => {
+                return Err(StorageError::Corrupt {
+                    path: dir.join(&missing.path),
+                    reason: format!(
+                        "table '{}': a committed data file is missing; if this root is a copy taken during \
+                         a checkpoint, create an empty file ROOT/_restore to roll it back to the checkpoint",
+                        meta.name
+                    ),
+                });
+            }
+        }
+    }
     Ok(Table::new(meta, dir.to_path_buf(), commit, shared))
 }

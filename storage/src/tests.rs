@@ -56,7 +56,7 @@ fn open(dir: &std::path::Path, clock: Arc<ManualClock>, merge_min_files: usize) 
         merge_min_files,
         small_file_bytes: 1 << 30,
     };
-    Storage::open(dir, clock, settings).unwrap()
+    Storage::open(dir, clock, settings, None).unwrap()
 }
 
 /// Runs housekeeping twice, the clock moving past the grace period in between.
@@ -248,4 +248,100 @@ fn drop_partitions_by_name() {
     );
     assert_eq!(t.commit().rows(), 2);
     assert!(t.drop_partitions(&["not-a-day".into()]).is_err());
+}
+
+fn meta_named(name: &str) -> TableMeta {
+    let mut m = meta();
+    m.name = name.to_string();
+    m
+}
+
+#[test]
+fn checkpoint_rollback_restores_recorded_state_and_brings_back_dropped_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let s = open(dir.path(), clock.clone(), 2);
+    let a = s.create_table(meta_named("a"), false).unwrap();
+    let b = s.create_table(meta_named("b"), false).unwrap();
+    a.append(&[rows(&[DAY, DAY + 1])]).unwrap();
+    b.append(&[rows(&[2 * DAY])]).unwrap();
+    s.pause_housekeeping();
+    let (_pin, snapshot) = s.pin_current();
+    let record = CheckpointRecord::new(s.data_id(), snapshot);
+    write_checkpoint(dir.path(), &record).unwrap();
+
+    // After the checkpoint: more rows, a drop, a re-create under the same name, a new table.
+    a.append(&[rows(&[3 * DAY])]).unwrap();
+    a.truncate().unwrap();
+    s.drop_table("b", false).unwrap();
+    s.create_table(meta_named("b"), false)
+        .unwrap()
+        .append(&[rows(&[9 * DAY])])
+        .unwrap();
+    s.create_table(meta_named("c"), false).unwrap();
+    drop((a, b, s));
+
+    let loaded = read_checkpoint(dir.path()).unwrap().unwrap();
+    assert_eq!(loaded, record);
+    let report = restore_checkpoint(dir.path(), &loaded).unwrap();
+    assert_eq!(report.tables_restored, 2);
+    assert_eq!(report.tables_brought_back, vec!["b".to_string()]);
+    assert_eq!(report.tables_removed, vec!["c".to_string()]);
+    // Idempotent: a crash mid-restore is repaired by running it again.
+    restore_checkpoint(dir.path(), &loaded).unwrap();
+    remove_checkpoint(dir.path()).unwrap();
+    assert!(read_checkpoint(dir.path()).unwrap().is_none());
+
+    let s = open(dir.path(), clock, 2);
+    assert_eq!(s.table_names(), vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(*s.table("a").unwrap().commit(), *record.snapshot.tables["a"].commit);
+    assert_eq!(*s.table("b").unwrap().commit(), *record.snapshot.tables["b"].commit);
+}
+
+#[test]
+fn checkpoint_rollback_refuses_an_incomplete_copy_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::default()), 2);
+    let a = s.create_table(meta_named("a"), false).unwrap();
+    a.append(&[rows(&[DAY])]).unwrap();
+    let (_pin, snapshot) = s.pin_current();
+    let record = CheckpointRecord::new(s.data_id(), snapshot);
+    s.create_table(meta_named("later"), false).unwrap();
+    let file = a.file_path(&a.commit().files[0]);
+    std::fs::remove_file(&file).unwrap();
+    let err = restore_checkpoint(dir.path(), &record).unwrap_err();
+    assert!(err.to_string().contains("table 'a'"), "{err}");
+    assert!(
+        dir.path().join("db/later").is_dir(),
+        "validation failed, so nothing moved"
+    );
+
+    let mut wrong = record.clone();
+    wrong.data_id = "00000000-0000-0000-0000-000000000000".into();
+    assert!(
+        restore_checkpoint(dir.path(), &wrong)
+            .unwrap_err()
+            .to_string()
+            .contains("belongs to database")
+    );
+}
+
+#[test]
+fn opening_a_copy_with_a_commit_newer_than_its_files_falls_back_to_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let s = open(dir.path(), clock.clone(), 2);
+    let a = s.create_table(meta_named("a"), false).unwrap();
+    a.append(&[rows(&[DAY])]).unwrap();
+    let (_pin, snapshot) = s.pin_current();
+    a.append(&[rows(&[2 * DAY])]).unwrap();
+    // Simulate a copy that caught the new commit but not the new file.
+    let newest = a.commit().files.last().unwrap().clone();
+    std::fs::remove_file(a.file_path(&newest)).unwrap();
+    drop((a, s));
+    let settings = HousekeepingSettings::default();
+    let err = Storage::open(dir.path(), clock.clone(), settings.clone(), None).unwrap_err();
+    assert!(err.to_string().contains("_restore"), "{err}");
+    let s = Storage::open(dir.path(), clock, settings, Some(&snapshot)).unwrap();
+    assert_eq!(s.table("a").unwrap().commit().rows(), 1);
 }
