@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use storage::HousekeepingSettings;
 
+use crate::checkpoint::CheckpointLimits;
+
 /// Where a setting's value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
@@ -58,6 +60,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "housekeeping.orphan.grace.ms",
     "housekeeping.merge.min.files",
     "housekeeping.small.file.mb",
+    "checkpoint.warn.after",
+    "checkpoint.max.age",
 ];
 
 /// Raw key/value pairs plus their origin.
@@ -142,6 +146,18 @@ impl Properties {
             .transpose()
     }
 
+    /// A duration such as `90s`, `30min`, `1h`.
+    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        self.parse_with(key, |v| {
+            let d = humantime::parse_duration(v)
+                .map_err(|e| format!("'{v}' is not a duration like 30s, 15min or 1h: {e}"))?;
+            if d.is_zero() {
+                return Err("must be longer than zero".into());
+            }
+            Ok(d)
+        })
+    }
+
     fn number(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
         self.parse_with(key, |v| {
             let n: u64 = v.parse().map_err(|_| format!("'{v}' is not a whole number"))?;
@@ -166,6 +182,7 @@ pub struct Settings {
     pub password: Option<Secret>,
     pub housekeeping_interval: Duration,
     pub housekeeping: HousekeepingSettings,
+    pub checkpoint: CheckpointLimits,
 }
 
 impl Settings {
@@ -201,6 +218,12 @@ impl Settings {
                 small_file_bytes: p
                     .number("housekeeping.small.file.mb", 1, 1 << 20)?
                     .map_or(defaults.small_file_bytes, |mb| mb << 20),
+            },
+            checkpoint: CheckpointLimits {
+                warn_after: p
+                    .duration("checkpoint.warn.after")?
+                    .unwrap_or(CheckpointLimits::default().warn_after),
+                max_age: p.duration("checkpoint.max.age")?,
             },
         })
     }
@@ -251,6 +274,15 @@ mod tests {
         let ok = props(&[("pg.net.bind.to", "0.0.0.0:8812"), ("pg.password", "s3cret")], &[]);
         let s = Settings::from_properties(&ok).unwrap();
         assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn checkpoint_durations() {
+        let s = Settings::from_properties(&props(&[("checkpoint.max.age", "90min")], &[])).unwrap();
+        assert_eq!(s.checkpoint.max_age, Some(Duration::from_secs(5400)));
+        assert_eq!(s.checkpoint.warn_after, Duration::from_secs(3600));
+        let err = Settings::from_properties(&props(&[("checkpoint.warn.after", "soon")], &[])).unwrap_err();
+        assert!(err.to_string().contains("checkpoint.warn.after"));
     }
 
     #[test]

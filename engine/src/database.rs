@@ -12,9 +12,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::StrataSchema;
+use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK, apply_restore_trigger};
 use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
+use crate::functions::CheckpointStatusFunction;
 
 /// DataFusion catalog and schema names our tables live in.
 pub const CATALOG: &str = "datafusion";
@@ -22,6 +24,7 @@ pub const SCHEMA: &str = "public";
 
 pub struct Database {
     storage: Arc<Storage>,
+    checkpoints: Arc<Checkpoints>,
     ctx: Arc<SessionContext>,
     settings: Settings,
     cancel: CancellationToken,
@@ -45,10 +48,18 @@ impl Database {
     pub async fn open_with_clock(root: &Path, settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let root = root.to_path_buf();
         let hk = settings.housekeeping.clone();
-        let storage = tokio::task::spawn_blocking(move || Storage::open(&root, clock, hk, None)).await??;
-        let ctx = Arc::new(session_context(storage.clone())?);
+        let (storage, record) = tokio::task::spawn_blocking(move || -> Result<_> {
+            apply_restore_trigger(&root)?;
+            let record = storage::read_checkpoint(&root)?;
+            let storage = Storage::open(&root, clock, hk, record.as_ref().map(|r| &r.snapshot))?;
+            Ok((storage, record))
+        })
+        .await??;
+        let checkpoints = Arc::new(Checkpoints::new(storage.clone(), settings.checkpoint, record));
+        let ctx = Arc::new(session_context(storage.clone(), checkpoints.clone())?);
         let db = Arc::new(Self {
             storage,
+            checkpoints,
             ctx,
             settings,
             cancel: CancellationToken::new(),
@@ -59,7 +70,11 @@ impl Database {
             db.settings.housekeeping_interval,
             db.cancel.clone(),
         ));
-        db.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(hk_task);
+        let watchdog = tokio::spawn(checkpoint_watchdog(db.checkpoints.clone(), db.cancel.clone()));
+        db.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([hk_task, watchdog]);
         Ok(db)
     }
 
@@ -143,6 +158,28 @@ impl Database {
         blocking(move || copy_rows(&table, &format, &data)).await
     }
 
+    /// `CHECKPOINT CREATE`; returns the checkpoint's start time (micros).
+    pub async fn checkpoint_create(&self) -> Result<i64> {
+        let c = self.checkpoints.clone();
+        blocking(move || c.create()).await
+    }
+
+    /// `CHECKPOINT RELEASE`; false when no checkpoint was in progress.
+    pub async fn checkpoint_release(&self) -> Result<bool> {
+        let c = self.checkpoints.clone();
+        let released = blocking(move || c.release()).await?;
+        if released {
+            // Reclaim what the checkpoint held back without waiting for the next tick.
+            let storage = self.storage.clone();
+            tokio::task::spawn_blocking(move || storage.housekeep());
+        }
+        Ok(released)
+    }
+
+    pub fn checkpoint_status(&self) -> CheckpointStatus {
+        self.checkpoints.status()
+    }
+
     /// Runs one housekeeping cycle now.
     pub async fn housekeep(&self) -> Result<HousekeepingReport> {
         let storage = self.storage.clone();
@@ -169,7 +206,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await?
 }
 
-fn session_context(storage: Arc<Storage>) -> Result<SessionContext> {
+fn session_context(storage: Arc<Storage>, checkpoints: Arc<Checkpoints>) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
@@ -180,7 +217,23 @@ fn session_context(storage: Arc<Storage>) -> Result<SessionContext> {
         .catalog(CATALOG)
         .ok_or_else(|| EngineError::Task(format!("DataFusion catalog '{CATALOG}' missing")))?;
     catalog.register_schema(SCHEMA, Arc::new(StrataSchema::new(storage)))?;
+    ctx.register_udtf("checkpoint_status", Arc::new(CheckpointStatusFunction(checkpoints)));
     Ok(ctx)
+}
+
+/// Looks at an open checkpoint every tick until cancelled.
+async fn checkpoint_watchdog(checkpoints: Arc<Checkpoints>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(WATCHDOG_TICK) => {}
+        }
+        let c = checkpoints.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || c.watch()).await {
+            tracing::warn!("checkpoint watchdog failed: {e}");
+        }
+    }
 }
 
 /// Runs housekeeping every `interval` until cancelled; errors are logged, never fatal.

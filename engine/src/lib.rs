@@ -2,19 +2,23 @@
 //!
 //! Owns: configuration (`server.conf` + environment), the DataFusion catalog
 //! that exposes storage's tables (scans with partition pruning, inserts as one
-//! commit), COPY parsing, and background housekeeping.
+//! commit), COPY parsing, checkpoint mode and the `_restore` trigger, and
+//! background work (housekeeping, the checkpoint watchdog).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
 //! Main types: [`Database`], [`Settings`], [`EngineError`].
 
 mod catalog;
+mod checkpoint;
 pub mod config;
 mod copy;
 mod database;
 mod error;
+mod functions;
 mod provider;
 mod pruning;
 
+pub use checkpoint::{CheckpointLimits, CheckpointStatus, RESTORE_TRIGGER};
 pub use config::{ConfigError, Properties, Secret, Settings};
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};

@@ -51,6 +51,17 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
                 .await?;
             Ok(dropped_partitions(n))
         }
+        Command::CheckpointCreate => {
+            db.checkpoint_create().await?;
+            Ok(done("CHECKPOINT CREATE"))
+        }
+        Command::CheckpointRelease => {
+            let released = db.checkpoint_release().await?;
+            Ok(Outcome::Done {
+                tag: "CHECKPOINT RELEASE",
+                notice: (!released).then(|| "no checkpoint is in progress; nothing to release".to_string()),
+            })
+        }
         Command::CopyFrom(copy) => {
             let table = db
                 .storage()

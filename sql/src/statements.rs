@@ -21,6 +21,8 @@ pub enum Command {
     DropPartitionList { table: String, partitions: Vec<String> },
     DropPartitionWhere { table: String, bounds: TimeBounds },
     CopyFrom(CopyFrom),
+    CheckpointCreate,
+    CheckpointRelease,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +147,12 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
         } else {
             return Err(syntax("expected LIST or WHERE after DROP PARTITION"));
         }
+    } else if c.eat_words(&["CHECKPOINT", "CREATE"]) {
+        Command::CheckpointCreate
+    } else if c.eat_words(&["CHECKPOINT", "RELEASE"]) {
+        Command::CheckpointRelease
+    } else if c.eat_word("CHECKPOINT") {
+        return Err(syntax("expected CHECKPOINT CREATE or CHECKPOINT RELEASE"));
     } else if c.eat_word("COPY") {
         match parse_copy(&mut c)? {
             Some(copy) => Command::CopyFrom(copy),
@@ -644,6 +652,14 @@ mod tests {
         };
         assert!(c.csv && c.header && c.delimiter == b';');
         assert!(split_and_parse("COPY t FROM '/etc/passwd'").is_err());
+    }
+
+    #[test]
+    fn checkpoint_statements() {
+        assert_eq!(one("checkpoint create;"), Command::CheckpointCreate);
+        assert_eq!(one("CHECKPOINT RELEASE"), Command::CheckpointRelease);
+        assert!(split_and_parse("CHECKPOINT").is_err());
+        assert!(split_and_parse("CHECKPOINT CREATE now").is_err());
     }
 
     #[test]

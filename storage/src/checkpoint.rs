@@ -7,7 +7,8 @@
 //!
 //! Rolling a copy back ([`restore_checkpoint`]), offline, before the database opens:
 //! 1. validate: for every recorded table find a folder holding all its recorded
-//!    files — `db/<table>/`, or `db/.trash/<table>-<id>/` if it was dropped later —
+//!    files — `db/<table>/` (with a `_dropped` marker if it was dropped during the
+//!    checkpoint), or `db/.trash/<table>-<id>/` —
 //!    and fail, changing nothing, if any table cannot be found whole;
 //! 2. apply: move those folders into place, rewrite their metadata and commit
 //!    record as recorded, and move tables created later to `db/.trash/`.
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{create_dir_durable, fsync_dir, write_atomic};
 use crate::commit::Commit;
 use crate::error::{IoContext, Result, StorageError};
-use crate::paths::{COMMIT_FILE, DATA_ID_FILE, META_FILE, TRASH_DIR, db_dir};
+use crate::paths::{COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, TRASH_DIR, db_dir};
 use crate::snapshot::Snapshot;
 
 const CHECKPOINT_DIR: &str = ".checkpoint";
@@ -183,6 +184,11 @@ pub fn restore_checkpoint(root: &Path, record: &CheckpointRecord) -> Result<Roll
         })?;
         write_atomic(&dest.join(META_FILE), &meta)?;
         table.commit.write(&dest.join(COMMIT_FILE))?;
+        let marker = dest.join(DROPPED_MARKER);
+        if marker.exists() {
+            std::fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+            report.tables_brought_back.push(name.clone());
+        }
         report.tables_restored += 1;
         report.rows += table.commit.rows();
     }

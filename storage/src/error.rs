@@ -11,6 +11,11 @@ pub enum StorageError {
     },
     #[error("table '{0}' already exists")]
     TableExists(String),
+    #[error(
+        "table '{0}' was dropped while a checkpoint is in progress; its files stay until CHECKPOINT RELEASE, \
+         so the name cannot be reused before then"
+    )]
+    DroppedDuringCheckpoint(String),
     #[error("table '{0}' does not exist")]
     TableNotFound(String),
     #[error("invalid table name '{name}': {reason}")]

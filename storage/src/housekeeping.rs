@@ -69,6 +69,7 @@ impl Storage {
             report.paused = true;
             return Ok(report);
         }
+        self.trash_dropped_folders()?;
         let now = self.clock.now_micros();
         let mut candidates = Vec::new();
         for t in &tables {

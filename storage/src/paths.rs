@@ -9,6 +9,8 @@ pub(crate) const META_FILE: &str = "_meta.json";
 pub(crate) const COMMIT_FILE: &str = "_commit.json";
 /// Dropped tables wait here until no pin needs them.
 pub(crate) const TRASH_DIR: &str = ".trash";
+/// Marks a table folder dropped while a snapshot was pinned (the folder must not move then).
+pub(crate) const DROPPED_MARKER: &str = "_dropped";
 /// Tables being created are built here, then renamed into place.
 pub(crate) const STAGING_PREFIX: &str = ".creating-";
 pub(crate) const DATA_EXT: &str = "parquet";

@@ -4,14 +4,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::atomic::{create_dir_durable, fsync_dir, write_atomic};
+use crate::atomic::{create_dir_durable, fsync_dir, write_atomic, write_durable};
 use crate::checkpoint::move_to_trash;
 use crate::clock::Clock;
 use crate::commit::Commit;
 use crate::error::{IoContext, Result, StorageError};
 use crate::housekeeping::HousekeepingSettings;
 use crate::meta::TableMeta;
-use crate::paths::{COMMIT_FILE, DATA_ID_FILE, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name};
+use crate::paths::{
+    COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name,
+};
 use crate::snapshot::{PinId, Snapshot, TableSnapshot};
 use crate::table::{Shared, Table};
 
@@ -58,7 +60,7 @@ impl Storage {
                 std::fs::remove_dir_all(&path).ctx(|| format!("removing unfinished {}", path.display()))?;
                 continue;
             }
-            if name.starts_with('.') || !path.is_dir() {
+            if name.starts_with('.') || !path.is_dir() || path.join(DROPPED_MARKER).exists() {
                 continue;
             }
             let table = load_table(&path, shared.clone(), checkpoint)?;
@@ -124,6 +126,9 @@ impl Storage {
             };
         }
         let dir = self.db_dir.join(&meta.name);
+        if dir.join(DROPPED_MARKER).exists() {
+            return Err(StorageError::DroppedDuringCheckpoint(meta.name.clone()));
+        }
         if dir.exists() {
             return Err(StorageError::TableExists(meta.name.clone()));
         }
@@ -141,8 +146,11 @@ impl Storage {
         Ok(table)
     }
 
-    /// Drops a table: its folder moves to `db/.trash/` at once and is deleted by
-    /// housekeeping once no pin or reader can need it. Returns false if it did not exist.
+    /// Drops a table. Without pins its folder moves to `db/.trash/` at once and is
+    /// deleted by housekeeping after the grace period. While a snapshot is pinned
+    /// (a checkpoint copy may be running) nothing is moved: a `_dropped` marker
+    /// hides the table, and housekeeping moves the folder once no pin remains.
+    /// Returns false if the table did not exist.
     pub fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
         let mut tables = self.write_tables();
         let Some(table) = tables.get(name).cloned() else {
@@ -153,12 +161,40 @@ impl Storage {
             };
         };
         table.mark_dropped();
-        let trash = self.db_dir.join(TRASH_DIR);
-        create_dir_durable(&trash)?;
-        move_to_trash(table.dir(), &trash, name)?;
-        fsync_dir(&self.db_dir)?;
+        let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if pins.is_empty() {
+            let trash = self.db_dir.join(TRASH_DIR);
+            create_dir_durable(&trash)?;
+            move_to_trash(table.dir(), &trash, name)?;
+            fsync_dir(&self.db_dir)?;
+        } else {
+            let marker = table.dir().join(DROPPED_MARKER);
+            write_durable(&marker, b"")?;
+            fsync_dir(table.dir())?;
+        }
         tables.remove(name);
         Ok(true)
+    }
+
+    /// Moves folders of tables dropped while pinned to the trash, once nothing is pinned.
+    pub(crate) fn trash_dropped_folders(&self) -> Result<()> {
+        let tables = self.write_tables();
+        if !self.pins.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(&self.db_dir)
+            .ctx(|| format!("listing {}", self.db_dir.display()))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if entry.path().join(DROPPED_MARKER).exists() && !tables.contains_key(&name) {
+                let trash = self.db_dir.join(TRASH_DIR);
+                create_dir_durable(&trash)?;
+                move_to_trash(&entry.path(), &trash, &name)?;
+                fsync_dir(&self.db_dir)?;
+            }
+        }
+        Ok(())
     }
 
     /// The committed state of every table at one instant.

@@ -270,14 +270,18 @@ fn checkpoint_rollback_restores_recorded_state_and_brings_back_dropped_tables() 
     let record = CheckpointRecord::new(s.data_id(), snapshot);
     write_checkpoint(dir.path(), &record).unwrap();
 
-    // After the checkpoint: more rows, a drop, a re-create under the same name, a new table.
+    // After the checkpoint: more rows, a truncate, a drop, a new table.
     a.append(&[rows(&[3 * DAY])]).unwrap();
     a.truncate().unwrap();
     s.drop_table("b", false).unwrap();
-    s.create_table(meta_named("b"), false)
-        .unwrap()
-        .append(&[rows(&[9 * DAY])])
-        .unwrap();
+    assert!(
+        dir.path().join("db/b").is_dir(),
+        "a pinned table's folder must not move while a copy may run"
+    );
+    assert!(matches!(
+        s.create_table(meta_named("b"), false),
+        Err(StorageError::DroppedDuringCheckpoint(_))
+    ));
     s.create_table(meta_named("c"), false).unwrap();
     drop((a, b, s));
 
