@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use storage::HousekeepingSettings;
 
+use crate::backups::BackupSettings;
 use crate::checkpoint::CheckpointLimits;
 
 /// Where a setting's value came from, for error messages.
@@ -62,6 +63,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "housekeeping.small.file.mb",
     "checkpoint.warn.after",
     "checkpoint.max.age",
+    "backup.enabled",
+    "backup.object.store",
+    "backup.compression.level",
+    "backup.cleanup.keep.latest.n",
+    "backup.instance.name",
 ];
 
 /// Raw key/value pairs plus their origin.
@@ -183,6 +189,7 @@ pub struct Settings {
     pub housekeeping_interval: Duration,
     pub housekeeping: HousekeepingSettings,
     pub checkpoint: CheckpointLimits,
+    pub backup: BackupSettings,
 }
 
 impl Settings {
@@ -224,6 +231,21 @@ impl Settings {
                     .duration("checkpoint.warn.after")?
                     .unwrap_or(CheckpointLimits::default().warn_after),
                 max_age: p.duration("checkpoint.max.age")?,
+            },
+            backup: BackupSettings {
+                enabled: p
+                    .parse_with("backup.enabled", |v| match v.to_ascii_lowercase().as_str() {
+                        "true" => Ok(true),
+                        "false" => Ok(false),
+                        _ => Err(format!("'{v}' must be true or false")),
+                    })?
+                    .unwrap_or(true),
+                object_store: p.get("backup.object.store").map(Secret::new),
+                compression_level: p.number("backup.compression.level", 1, 22)?.map_or(5, |n| n as i32),
+                keep_latest: p
+                    .number("backup.cleanup.keep.latest.n", 1, 100_000)?
+                    .map_or(5, |n| n as usize),
+                instance_name: p.get("backup.instance.name").map(str::to_string),
             },
         })
     }
@@ -283,6 +305,21 @@ mod tests {
         assert_eq!(s.checkpoint.warn_after, Duration::from_secs(3600));
         let err = Settings::from_properties(&props(&[("checkpoint.warn.after", "soon")], &[])).unwrap_err();
         assert!(err.to_string().contains("checkpoint.warn.after"));
+    }
+
+    #[test]
+    fn backup_settings() {
+        let s = Settings::from_properties(&props(&[], &[])).unwrap();
+        assert!(s.backup.enabled && s.backup.object_store.is_none());
+        assert_eq!((s.backup.compression_level, s.backup.keep_latest), (5, 5));
+        for (k, v) in [
+            ("backup.compression.level", "23"),
+            ("backup.enabled", "yes"),
+            ("backup.cleanup.keep.latest.n", "0"),
+        ] {
+            let err = Settings::from_properties(&props(&[(k, v)], &[])).unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
     }
 
     #[test]

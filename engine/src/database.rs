@@ -11,12 +11,13 @@ use storage::{Clock, HousekeepingReport, Storage, SystemClock, TableMeta};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backups::Backups;
 use crate::catalog::StrataSchema;
 use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK, apply_restore_trigger};
 use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
-use crate::functions::CheckpointStatusFunction;
+use crate::functions::{BackupsFunction, CheckpointStatusFunction};
 
 /// DataFusion catalog and schema names our tables live in.
 pub const CATALOG: &str = "datafusion";
@@ -25,6 +26,7 @@ pub const SCHEMA: &str = "public";
 pub struct Database {
     storage: Arc<Storage>,
     checkpoints: Arc<Checkpoints>,
+    backups: Arc<Backups>,
     ctx: Arc<SessionContext>,
     settings: Settings,
     cancel: CancellationToken,
@@ -56,13 +58,16 @@ impl Database {
         })
         .await??;
         let checkpoints = Arc::new(Checkpoints::new(storage.clone(), settings.checkpoint, record));
-        let ctx = Arc::new(session_context(storage.clone(), checkpoints.clone())?);
+        let cancel = CancellationToken::new();
+        let backups = Arc::new(Backups::open(storage.clone(), settings.backup.clone(), cancel.clone()).await?);
+        let ctx = Arc::new(session_context(storage.clone(), checkpoints.clone(), backups.clone())?);
         let db = Arc::new(Self {
             storage,
             checkpoints,
+            backups,
             ctx,
             settings,
-            cancel: CancellationToken::new(),
+            cancel,
             tasks: Mutex::new(Vec::new()),
         });
         let hk_task = tokio::spawn(housekeeping_loop(
@@ -180,6 +185,28 @@ impl Database {
         self.checkpoints.status()
     }
 
+    /// `BACKUP DATABASE [WAIT]`: starts a backup of a snapshot pinned now and returns
+    /// its timestamp (`2024-08-24T12:34:56.789123Z`). With `wait`, returns only once it
+    /// ended, and fails if it failed.
+    pub async fn backup_start(&self, wait: bool) -> Result<String> {
+        let (micros, done) = self.backups.start().await?;
+        let ts = backup::layout::format_timestamp(micros);
+        if wait {
+            let record = done
+                .await
+                .map_err(|_| EngineError::Backup(format!("backup {ts} was interrupted")))?;
+            if let Some(e) = record.backup_error {
+                return Err(EngineError::Backup(format!("backup {ts} failed: {e}")));
+            }
+        }
+        Ok(ts)
+    }
+
+    /// `BACKUP ABORT`: false when no backup is running.
+    pub fn backup_abort(&self) -> bool {
+        self.backups.abort()
+    }
+
     /// Runs one housekeeping cycle now.
     pub async fn housekeep(&self) -> Result<HousekeepingReport> {
         let storage = self.storage.clone();
@@ -195,6 +222,13 @@ impl Database {
     /// Stops background work and waits for it.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
+        // A running backup stops at its next step; give it a moment to record that.
+        for _ in 0..100 {
+            if !self.backups.is_running() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
@@ -206,7 +240,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await?
 }
 
-fn session_context(storage: Arc<Storage>, checkpoints: Arc<Checkpoints>) -> Result<SessionContext> {
+fn session_context(
+    storage: Arc<Storage>,
+    checkpoints: Arc<Checkpoints>,
+    backups: Arc<Backups>,
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
@@ -218,6 +256,7 @@ fn session_context(storage: Arc<Storage>, checkpoints: Arc<Checkpoints>) -> Resu
         .ok_or_else(|| EngineError::Task(format!("DataFusion catalog '{CATALOG}' missing")))?;
     catalog.register_schema(SCHEMA, Arc::new(StrataSchema::new(storage)))?;
     ctx.register_udtf("checkpoint_status", Arc::new(CheckpointStatusFunction(checkpoints)));
+    ctx.register_udtf("backups", Arc::new(BackupsFunction(backups)));
     Ok(ctx)
 }
 

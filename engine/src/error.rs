@@ -18,6 +18,9 @@ pub enum EngineError {
     /// The operation does not fit the current state (e.g. a checkpoint is already open).
     #[error("{0}")]
     State(String),
+    /// A backup could not start or failed (message from the backup crate, secrets redacted).
+    #[error("{0}")]
+    Backup(String),
     #[error("background task failed: {0}")]
     Task(String),
 }

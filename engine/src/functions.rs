@@ -1,11 +1,14 @@
-//! Table functions for monitoring: `checkpoint_status()`.
+//! Table functions for monitoring: `checkpoint_status()` and `backups()`.
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result as DfResult, plan_err};
 
+use crate::backups::Backups;
 use crate::checkpoint::Checkpoints;
 
 /// `SELECT * FROM checkpoint_status()`: one row, in_progress / started_at / pinned_bytes.
@@ -34,6 +37,81 @@ impl TableFunctionImpl for CheckpointStatusFunction {
             Arc::new(Int64Array::from(vec![
                 i64::try_from(s.pinned_bytes).unwrap_or(i64::MAX),
             ])),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}
+
+/// `SELECT * FROM backups()`: the running backup and the history, newest first.
+#[derive(Debug)]
+pub(crate) struct BackupsFunction(pub(crate) Arc<Backups>);
+
+impl TableFunctionImpl for BackupsFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        if !args.exprs().is_empty() {
+            return plan_err!("backups() takes no arguments");
+        }
+        let records = self.0.records();
+        let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("status", DataType::Utf8, false),
+            Field::new("progress_percent", DataType::Float64, false),
+            Field::new("start_ts", ts(), false),
+            Field::new("end_ts", ts(), true),
+            Field::new("backup_error", DataType::Utf8, true),
+            Field::new("cleanup_error", DataType::Utf8, true),
+            Field::new("backup_timestamp", DataType::Utf8, false),
+            Field::new("instance_name", DataType::Utf8, false),
+            Field::new("tables", DataType::Int64, false),
+            Field::new("files_total", DataType::Int64, false),
+            Field::new("files_uploaded", DataType::Int64, false),
+            Field::new("bytes_total", DataType::Int64, false),
+            Field::new("bytes_uploaded", DataType::Int64, false),
+        ]));
+        let int = |f: fn(&backup::BackupRecord) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from(
+                records
+                    .iter()
+                    .map(|r| i64::try_from(f(r)).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(
+                records.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                records.iter().map(|r| r.progress_percent()).collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from(records.iter().map(|r| r.start_micros).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(
+                TimestampMicrosecondArray::from(records.iter().map(|r| r.end_micros).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(
+                records.iter().map(|r| r.backup_error.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                records.iter().map(|r| r.cleanup_error.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                records
+                    .iter()
+                    .map(|r| backup::layout::format_timestamp(r.backup_micros))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                records.iter().map(|r| r.instance.clone()).collect::<Vec<_>>(),
+            )),
+            int(|r| r.tables),
+            int(|r| r.files_total),
+            int(|r| r.files_uploaded),
+            int(|r| r.bytes_total),
+            int(|r| r.bytes_uploaded),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))

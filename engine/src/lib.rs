@@ -8,6 +8,7 @@
 //!
 //! Main types: [`Database`], [`Settings`], [`EngineError`].
 
+mod backups;
 mod catalog;
 mod checkpoint;
 pub mod config;
@@ -18,6 +19,7 @@ mod functions;
 mod provider;
 mod pruning;
 
+pub use backups::BackupSettings;
 pub use checkpoint::{CheckpointLimits, CheckpointStatus, RESTORE_TRIGGER};
 pub use config::{ConfigError, Properties, Secret, Settings};
 pub use copy::CopyFormat;

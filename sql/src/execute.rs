@@ -10,6 +10,8 @@ use crate::statements::{Command, CopyFrom};
 pub(crate) enum Outcome {
     /// A command tag such as `CREATE TABLE`, with an optional notice for the client.
     Done { tag: &'static str, notice: Option<String> },
+    /// One row of one text column (see `Command::result_column`), plus a tag.
+    Row { tag: &'static str, value: String },
     /// COPY FROM STDIN accepted: the client may now send `columns` columns of data.
     CopyIn { columns: usize },
 }
@@ -60,6 +62,17 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
             Ok(Outcome::Done {
                 tag: "CHECKPOINT RELEASE",
                 notice: (!released).then(|| "no checkpoint is in progress; nothing to release".to_string()),
+            })
+        }
+        Command::BackupDatabase { wait } => Ok(Outcome::Row {
+            tag: "BACKUP",
+            value: db.backup_start(*wait).await?,
+        }),
+        Command::BackupAbort => {
+            let aborted = db.backup_abort();
+            Ok(Outcome::Done {
+                tag: "BACKUP ABORT",
+                notice: (!aborted).then(|| "no backup is running; nothing to abort".to_string()),
             })
         }
         Command::CopyFrom(copy) => {

@@ -9,16 +9,20 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser;
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::{DfSessionService, Parser as DfParser};
 use engine::Database;
 use futures::{Sink, SinkExt};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{CopyResponse, FieldInfo, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type};
@@ -54,7 +58,7 @@ impl Service {
         Self { db, inner, parser }
     }
 
-    async fn run<C>(&self, client: &mut C, cmd: &Command) -> PgWireResult<Response>
+    async fn run<C>(&self, client: &mut C, cmd: &Command, format: &Format) -> PgWireResult<Response>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -66,6 +70,12 @@ impl Service {
                     send_notice(client, n).await?;
                 }
                 Ok(Response::Execution(Tag::new(tag)))
+            }
+            Outcome::Row { tag, value } => {
+                let column = cmd.result_column().unwrap_or("result");
+                let mut resp = single_text_row(&self.db, column, value, format).await?;
+                resp.set_command_tag(tag);
+                Ok(Response::Query(resp))
             }
             Outcome::CopyIn { columns } => {
                 let Command::CopyFrom(copy) = cmd else {
@@ -98,6 +108,22 @@ where
         .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info)))
         .await?;
     Ok(())
+}
+
+fn text_schema(column: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]))
+}
+
+/// A one-row, one-column result in the client's requested format.
+async fn single_text_row(db: &Database, column: &str, value: String, format: &Format) -> PgWireResult<QueryResponse> {
+    let schema = text_schema(column);
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![value]))])
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let df = db
+        .context()
+        .read_batch(batch)
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    encode_dataframe(df, format, None).await
 }
 
 /// The client-facing form of any error (SQLSTATEs decided in `SqlError`).
@@ -136,7 +162,7 @@ impl SimpleQueryHandler for Service {
         for stmt in parsed {
             // Stop at the first failure, as PostgreSQL does, keeping earlier results.
             let result = match &stmt {
-                Parsed::Ours(cmd) => self.run(client, cmd).await.map(|r| vec![r]),
+                Parsed::Ours(cmd) => self.run(client, cmd, &Format::UnifiedText).await.map(|r| vec![r]),
                 Parsed::Sql(text) => {
                     <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, text).await
                 }
@@ -190,10 +216,19 @@ impl QueryParser for WrapParser {
     fn get_result_schema(
         &self,
         stmt: &Self::Statement,
-        column_format: Option<&pgwire::api::portal::Format>,
+        column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        if stmt.1.is_none() && single_command(&stmt.0).is_some() {
-            return Ok(Vec::new());
+        if stmt.1.is_none()
+            && let Some(cmd) = single_command(&stmt.0)
+        {
+            return match cmd.result_column() {
+                Some(column) => arrow_schema_to_pg_fields(
+                    &text_schema(column),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                ),
+                None => Ok(Vec::new()),
+            };
         }
         self.inner.get_result_schema(stmt, column_format)
     }
@@ -224,7 +259,7 @@ impl ExtendedQueryHandler for Service {
         if plan.is_none()
             && let Some(cmd) = single_command(text)
         {
-            return self.run(client, &cmd).await;
+            return self.run(client, &cmd, &portal.result_column_format).await;
         }
         <DfSessionService as ExtendedQueryHandler>::do_query(&self.inner, client, portal, max_rows).await
     }

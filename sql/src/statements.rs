@@ -16,13 +16,39 @@ use crate::error::SqlError;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     CreateTable(CreateTable),
-    DropTable { name: String, if_exists: bool },
-    Truncate { name: String },
-    DropPartitionList { table: String, partitions: Vec<String> },
-    DropPartitionWhere { table: String, bounds: TimeBounds },
+    DropTable {
+        name: String,
+        if_exists: bool,
+    },
+    Truncate {
+        name: String,
+    },
+    DropPartitionList {
+        table: String,
+        partitions: Vec<String>,
+    },
+    DropPartitionWhere {
+        table: String,
+        bounds: TimeBounds,
+    },
     CopyFrom(CopyFrom),
     CheckpointCreate,
     CheckpointRelease,
+    /// `BACKUP DATABASE [WAIT]`
+    BackupDatabase {
+        wait: bool,
+    },
+    BackupAbort,
+}
+
+impl Command {
+    /// The single text column this command returns as a row, if any.
+    pub fn result_column(&self) -> Option<&'static str> {
+        match self {
+            Self::BackupDatabase { .. } => Some("backup_timestamp"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +173,14 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
         } else {
             return Err(syntax("expected LIST or WHERE after DROP PARTITION"));
         }
+    } else if c.eat_words(&["BACKUP", "DATABASE"]) {
+        Command::BackupDatabase {
+            wait: c.eat_word("WAIT"),
+        }
+    } else if c.eat_words(&["BACKUP", "ABORT"]) {
+        Command::BackupAbort
+    } else if c.eat_word("BACKUP") {
+        return Err(syntax("expected BACKUP DATABASE [WAIT] or BACKUP ABORT"));
     } else if c.eat_words(&["CHECKPOINT", "CREATE"]) {
         Command::CheckpointCreate
     } else if c.eat_words(&["CHECKPOINT", "RELEASE"]) {
@@ -652,6 +686,15 @@ mod tests {
         };
         assert!(c.csv && c.header && c.delimiter == b';');
         assert!(split_and_parse("COPY t FROM '/etc/passwd'").is_err());
+    }
+
+    #[test]
+    fn backup_statements() {
+        assert_eq!(one("BACKUP DATABASE;"), Command::BackupDatabase { wait: false });
+        assert_eq!(one("backup database wait"), Command::BackupDatabase { wait: true });
+        assert_eq!(one("BACKUP ABORT"), Command::BackupAbort);
+        assert!(split_and_parse("BACKUP TABLE t").is_err());
+        assert!(split_and_parse("BACKUP DATABASE now").is_err());
     }
 
     #[test]

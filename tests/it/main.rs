@@ -2,6 +2,7 @@
 //! One test binary so DataFusion is linked once.
 mod harness;
 
+mod backup;
 mod checkpoint;
 mod crash;
 mod ddl_and_errors;

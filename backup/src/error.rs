@@ -1,0 +1,37 @@
+/// Everything a backup or its store can fail with, naming the key or setting involved.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A bad `backup.*` setting; the message names the key, never a secret.
+    #[error("invalid value for '{key}': {reason}")]
+    Config { key: String, reason: String },
+    #[error("object store: {context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error(
+        "the backup instance '{instance}' in the store belongs to another database (data id {store_data_id}, \
+         this database is {local_data_id}); set backup.instance.name to a new name or use another store"
+    )]
+    DataIdMismatch {
+        instance: String,
+        store_data_id: String,
+        local_data_id: String,
+    },
+    #[error("manifest {key}: {reason}")]
+    BadManifest { key: String, reason: String },
+    #[error("backup {0} was aborted")]
+    Aborted(String),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = BackupError> = std::result::Result<T, E>;
+
+pub(crate) fn store_err(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> BackupError {
+    let context = context.into();
+    move |source| BackupError::Store { context, source }
+}

@@ -1,0 +1,71 @@
+//! Object keys inside the store, built in one place.
+//!
+//! ```text
+//! <prefix>/_backup/<instance>/data_id
+//! <prefix>/_backup/<instance>/files/<hash[0..2]>/<hash>.<zst|raw>
+//! <prefix>/_backup/<instance>/manifests/<backup_micros>.json
+//! <prefix>/_backup/<instance>/history/<backup_micros>.json
+//! ```
+use crate::manifest::Codec;
+
+pub const BACKUP_ROOT: &str = "_backup";
+
+pub fn instance_dir(instance: &str) -> String {
+    format!("{BACKUP_ROOT}/{instance}")
+}
+
+pub fn data_id_key(instance: &str) -> String {
+    format!("{}/data_id", instance_dir(instance))
+}
+
+pub fn files_dir(instance: &str) -> String {
+    format!("{}/files", instance_dir(instance))
+}
+
+/// Object name relative to the instance folder: content-addressed by the file's blake3.
+pub fn object_name(hash: &str, codec: Codec) -> String {
+    let shard = hash.get(..2).unwrap_or("00");
+    format!("files/{shard}/{hash}.{}", codec.extension())
+}
+
+pub fn manifests_dir(instance: &str) -> String {
+    format!("{}/manifests", instance_dir(instance))
+}
+
+pub fn manifest_key(instance: &str, micros: i64) -> String {
+    format!("{}/{micros}.json", manifests_dir(instance))
+}
+
+pub fn history_dir(instance: &str) -> String {
+    format!("{}/history", instance_dir(instance))
+}
+
+pub fn history_key(instance: &str, micros: i64) -> String {
+    format!("{}/{micros}.json", history_dir(instance))
+}
+
+/// `1724502896789123` from `.../manifests/1724502896789123.json`.
+pub fn micros_of(key: &str) -> Option<i64> {
+    key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
+}
+
+/// `2024-08-24T12:34:56.789123Z`
+pub fn format_timestamp(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert_eq!(object_name("abcdef", Codec::Zst), "files/ab/abcdef.zst");
+        assert_eq!(manifest_key("a-b-c", 42), "_backup/a-b-c/manifests/42.json");
+        assert_eq!(micros_of("_backup/x/manifests/42.json"), Some(42));
+        assert_eq!(micros_of("_backup/x/manifests/x.json"), None);
+        assert_eq!(format_timestamp(1_724_502_896_789_123), "2024-08-24T12:34:56.789123Z");
+    }
+}

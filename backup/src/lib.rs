@@ -1,0 +1,58 @@
+//! Backup: incremental, compressed, content-addressed backups of storage snapshots
+//! to an object store, with manifests written last, history and retention.
+//!
+//! Owns: the store layout and manifest format (docs/backup-format.md), store
+//! connection strings, instance names, the upload path and retention.
+//! Must not know: SQL, DataFusion or the wire protocol. It reads a pinned
+//! `storage::Snapshot`; the engine decides when to back up.
+//!
+//! Main entry points: [`Store::open`], [`backup_and_cleanup`], [`load_history`].
+
+mod error;
+mod history;
+mod instance;
+pub mod layout;
+mod manifest;
+mod retention;
+mod run;
+mod store;
+
+pub use error::{BackupError, Result};
+pub use history::{BackupRecord, Status};
+pub use instance::{INSTANCE_NAME_FILE, check_data_id, instance_name};
+pub use manifest::{BackedUpFile, Codec, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
+pub use retention::{CleanupReport, cleanup, complete_backups, read_manifest};
+pub use run::{BackupJob, MULTIPART_THRESHOLD, Progress, backup_and_cleanup, new_record, put_history, run_backup};
+pub use store::{Store, redact};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+/// Every history record of `instance` in the store, newest first.
+pub async fn load_history(store: &Store, instance: &str) -> Result<Vec<BackupRecord>> {
+    let prefix = store.key(&layout::history_dir(instance));
+    let keys: Vec<_> = store
+        .store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .map_err(error::store_err(format!("listing {prefix}")))?;
+    let mut out = Vec::new();
+    for key in keys {
+        let bytes = store
+            .store
+            .get(&key)
+            .await
+            .map_err(error::store_err(format!("reading {key}")))?
+            .bytes()
+            .await
+            .map_err(error::store_err(format!("reading {key}")))?;
+        match serde_json::from_slice::<BackupRecord>(&bytes) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::warn!("ignoring unreadable history record {key}: {e}"),
+        }
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.backup_micros));
+    Ok(out)
+}

@@ -1,0 +1,95 @@
+//! The manifest: one self-contained description of a complete backup.
+//!
+//! Written last, after every object it names is confirmed present in the
+//! store; a backup exists exactly when its manifest does. See docs/backup-format.md.
+use serde::{Deserialize, Serialize};
+use storage::{DataFile, TableMeta};
+
+use crate::error::{BackupError, Result};
+
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// How an object's bytes relate to the original file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// A zstd frame of the file.
+    Zst,
+    /// The file as it is (zstd would not shrink it).
+    Raw,
+}
+
+impl Codec {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Zst => "zst",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// A data file in a backup and the object holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackedUpFile {
+    #[serde(flatten)]
+    pub file: DataFile,
+    /// Object key relative to the instance folder, e.g. `files/ab/ab12….zst`.
+    pub object: String,
+    pub codec: Codec,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub meta: TableMeta,
+    pub commit_version: u64,
+    pub files: Vec<BackedUpFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub instance: String,
+    pub data_id: String,
+    /// `2024-08-24T12:34:56.789123Z`
+    pub backup_timestamp: String,
+    pub backup_micros: i64,
+    pub tables: Vec<TableEntry>,
+}
+
+impl Manifest {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().flat_map(|t| &t.files).map(|f| f.file.rows).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.tables.iter().flat_map(|t| &t.files).map(|f| f.file.bytes).sum()
+    }
+
+    /// Parses and checks a manifest; any problem is an error naming `key`.
+    pub fn parse(key: &str, bytes: &[u8]) -> Result<Self> {
+        let bad = |reason: String| BackupError::BadManifest {
+            key: key.to_string(),
+            reason,
+        };
+        let m: Self = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if m.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {} is not supported (this build reads {MANIFEST_FORMAT_VERSION})",
+                m.format_version
+            )));
+        }
+        for t in &m.tables {
+            for f in &t.files {
+                let expected = crate::layout::object_name(&f.file.hash, f.codec);
+                if f.object != expected {
+                    return Err(bad(format!(
+                        "object '{}' does not match hash {}",
+                        f.object, f.file.hash
+                    )));
+                }
+            }
+        }
+        Ok(m)
+    }
+}

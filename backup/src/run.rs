@@ -1,0 +1,356 @@
+//! Running one backup.
+//!
+//! ```text
+//! pinned snapshot ──► list objects already in the store (by content hash)
+//!                 ──► upload the missing files: read, check hash, zstd (or raw), put / multipart
+//!                 ──► confirm every object the manifest will name is present
+//!                 ──► write the manifest (the backup now exists)
+//!                 ──► retention (cleanup)
+//! ```
+//! Progress is published in a shared [`BackupRecord`] and written to the
+//! store's history at the start and at the end.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use storage::Snapshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{BackupError, Result, store_err};
+use crate::history::{BackupRecord, Status};
+use crate::layout::{files_dir, format_timestamp, history_key, instance_dir, manifest_key, object_name};
+use crate::manifest::{BackedUpFile, Codec, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
+use crate::store::Store;
+
+/// Files above this go up as multipart uploads.
+pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+const PART_SIZE: usize = 8 << 20;
+/// Uploads in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+/// Keep zstd output only when it saves at least this share (Parquet is already compressed).
+const MIN_SAVING: f64 = 0.03;
+
+/// Everything one backup needs.
+#[derive(Debug, Clone)]
+pub struct BackupJob {
+    pub store: Store,
+    pub instance: String,
+    pub data_id: String,
+    pub backup_micros: i64,
+    pub snapshot: Snapshot,
+    /// Absolute folder of each table in the snapshot.
+    pub table_dirs: HashMap<String, PathBuf>,
+    pub compression_level: i32,
+}
+
+/// Live state of a running backup, shared with `backups()`.
+pub type Progress = Arc<Mutex<BackupRecord>>;
+
+pub(crate) fn update(progress: &Progress, f: impl FnOnce(&mut BackupRecord)) -> BackupRecord {
+    let mut r = progress.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut r);
+    r.clone()
+}
+
+/// Writes a history record (best effort is not enough: errors are returned).
+pub async fn put_history(store: &Store, record: &BackupRecord) -> Result<()> {
+    let key = store.key(&history_key(&record.instance, record.backup_micros));
+    let bytes = serde_json::to_vec(record).map_err(|e| BackupError::Other(e.to_string()))?;
+    store
+        .store
+        .put(&key, PutPayload::from(bytes))
+        .await
+        .map_err(store_err(format!("writing {key}")))?;
+    Ok(())
+}
+
+/// A fresh record for a backup about to start.
+pub fn new_record(job: &BackupJob, now_micros: i64) -> BackupRecord {
+    let files: Vec<_> = job
+        .snapshot
+        .tables
+        .values()
+        .flat_map(|t| t.commit.files.iter())
+        .collect();
+    BackupRecord {
+        backup_micros: job.backup_micros,
+        instance: job.instance.clone(),
+        status: Status::BackupInProgress,
+        start_micros: now_micros,
+        end_micros: None,
+        backup_error: None,
+        cleanup_error: None,
+        tables: job.snapshot.tables.len() as u64,
+        files_total: files.len() as u64,
+        files_uploaded: 0,
+        files_done: 0,
+        bytes_total: files.iter().map(|f| f.bytes).sum(),
+        bytes_uploaded: 0,
+    }
+}
+
+/// Object names (relative to the instance folder) already in the store, with their sizes.
+pub(crate) async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<String, u64>> {
+    let prefix = store.key(&files_dir(instance));
+    let base = store.key(&instance_dir(instance));
+    let base_len = base.as_ref().len() + 1;
+    store
+        .store
+        .list(Some(&prefix))
+        .map_ok(|m| {
+            (
+                m.location.as_ref().get(base_len..).unwrap_or_default().to_string(),
+                m.size,
+            )
+        })
+        .try_collect::<HashMap<String, u64>>()
+        .await
+        .map_err(store_err(format!("listing {prefix}")))
+}
+
+/// Runs the backup to completion: uploads, manifest. Returns the manifest.
+/// Cancelling `cancel` stops it promptly with [`BackupError::Aborted`].
+pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &CancellationToken) -> Result<Manifest> {
+    let existing = existing_objects(&job.store, &job.instance).await?;
+    let find = |hash: &str| {
+        [Codec::Zst, Codec::Raw]
+            .into_iter()
+            .map(|c| (object_name(hash, c), c))
+            .find_map(|(name, c)| existing.get(&name).map(|size| (name, c, *size)))
+    };
+    // Decide per distinct hash: reuse or upload.
+    let mut objects: HashMap<String, (String, Codec, u64)> = HashMap::new();
+    let mut to_upload: Vec<(String, PathBuf, u64)> = Vec::new();
+    for (name, table) in &job.snapshot.tables {
+        let dir = job
+            .table_dirs
+            .get(name)
+            .ok_or_else(|| BackupError::Other(format!("no folder for table '{name}'")))?;
+        for f in &table.commit.files {
+            if objects.contains_key(&f.hash) || to_upload.iter().any(|(h, _, _)| h == &f.hash) {
+                update(progress, |r| r.files_done += 1);
+                continue;
+            }
+            match find(&f.hash) {
+                Some(found) => {
+                    objects.insert(f.hash.clone(), found);
+                    update(progress, |r| r.files_done += 1);
+                }
+                None => to_upload.push((f.hash.clone(), dir.join(&f.path), f.bytes)),
+            }
+        }
+    }
+    let level = job.compression_level;
+    let results = futures::stream::iter(to_upload.into_iter().map(|(hash, path, _)| {
+        let store = job.store.clone();
+        let instance = job.instance.clone();
+        let cancel = cancel.clone();
+        async move {
+            if cancel.is_cancelled() {
+                return Err(BackupError::Aborted(String::new()));
+            }
+            let uploaded = tokio::select! {
+                r = upload_file(&store, &instance, &hash, path, level) => r?,
+                _ = cancel.cancelled() => return Err(BackupError::Aborted(String::new())),
+            };
+            update(progress, |r| {
+                r.files_done += 1;
+                r.files_uploaded += 1;
+                r.bytes_uploaded += uploaded.2;
+            });
+            Ok((hash, uploaded))
+        }
+    }))
+    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    for r in results {
+        let (hash, obj) = r.map_err(|e| match e {
+            BackupError::Aborted(_) => BackupError::Aborted(format_timestamp(job.backup_micros)),
+            other => other,
+        })?;
+        objects.insert(hash, obj);
+    }
+    if cancel.is_cancelled() {
+        return Err(BackupError::Aborted(format_timestamp(job.backup_micros)));
+    }
+    // Confirm presence of everything the manifest names, including reused objects.
+    let present = existing_objects(&job.store, &job.instance).await?;
+    if let Some((hash, (obj, _, _))) = objects.iter().find(|(_, (obj, _, _))| !present.contains_key(obj)) {
+        return Err(BackupError::Other(format!(
+            "object {obj} (file hash {hash}) is missing from the store after upload"
+        )));
+    }
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        instance: job.instance.clone(),
+        data_id: job.data_id.clone(),
+        backup_timestamp: format_timestamp(job.backup_micros),
+        backup_micros: job.backup_micros,
+        tables: job
+            .snapshot
+            .tables
+            .values()
+            .map(|t| TableEntry {
+                meta: t.meta.as_ref().clone(),
+                commit_version: t.commit.version,
+                files: t
+                    .commit
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let (object, codec, stored) = objects[&f.hash].clone();
+                        BackedUpFile {
+                            file: f.clone(),
+                            object,
+                            codec,
+                            stored_bytes: stored,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let key = job.store.key(&manifest_key(&job.instance, job.backup_micros));
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
+    // One PUT: object stores make it visible whole or not at all.
+    job.store
+        .store
+        .put(&key, PutPayload::from(bytes))
+        .await
+        .map_err(store_err(format!("writing manifest {key}")))?;
+    Ok(manifest)
+}
+
+/// Reads, verifies, compresses and uploads one data file; returns (object, codec, stored bytes).
+async fn upload_file(
+    store: &Store,
+    instance: &str,
+    hash: &str,
+    path: PathBuf,
+    level: i32,
+) -> Result<(String, Codec, u64)> {
+    let hash_owned = hash.to_string();
+    let (codec, body) = tokio::task::spawn_blocking(move || -> Result<(Codec, Vec<u8>)> {
+        let raw = std::fs::read(&path).map_err(|e| BackupError::Other(format!("reading {}: {e}", path.display())))?;
+        let actual = blake3::hash(&raw).to_hex().to_string();
+        if actual != hash_owned {
+            return Err(BackupError::Other(format!(
+                "{} does not match its recorded hash (on-disk corruption?)",
+                path.display()
+            )));
+        }
+        let compressed = zstd::bulk::compress(&raw, level).map_err(|e| BackupError::Other(format!("zstd: {e}")))?;
+        if (compressed.len() as f64) <= raw.len() as f64 * (1.0 - MIN_SAVING) {
+            Ok((Codec::Zst, compressed))
+        } else {
+            Ok((Codec::Raw, raw))
+        }
+    })
+    .await
+    .map_err(|e| BackupError::Other(e.to_string()))??;
+    let object = object_name(hash, codec);
+    let key = store.key(&format!("{}/{object}", instance_dir(instance)));
+    let stored = body.len() as u64;
+    put_object(store, &key, Bytes::from(body)).await?;
+    Ok((object, codec, stored))
+}
+
+/// PUT, or a multipart upload for large bodies.
+async fn put_object(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
+    if body.len() <= MULTIPART_THRESHOLD {
+        store
+            .store
+            .put(key, PutPayload::from(body))
+            .await
+            .map_err(store_err(format!("uploading {key}")))?;
+        return Ok(());
+    }
+    let upload = store
+        .store
+        .put_multipart(key)
+        .await
+        .map_err(store_err(format!("starting multipart upload of {key}")))?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    for chunk in body.chunks(PART_SIZE) {
+        w.wait_for_capacity(UPLOAD_CONCURRENCY)
+            .await
+            .map_err(store_err(format!("uploading {key}")))?;
+        w.write(chunk);
+    }
+    w.finish()
+        .await
+        .map_err(store_err(format!("finishing multipart upload of {key}")))?;
+    Ok(())
+}
+
+/// The whole life of one backup: history record, upload, manifest, retention.
+/// The returned record is final (also written to the store's history).
+pub async fn backup_and_cleanup(
+    job: &BackupJob,
+    progress: &Progress,
+    cancel: &CancellationToken,
+    keep_latest: usize,
+    now: impl Fn() -> i64,
+) -> BackupRecord {
+    let started = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Err(e) = put_history(&job.store, &started).await {
+        tracing::warn!(
+            "backup {}: cannot write history: {e}",
+            format_timestamp(job.backup_micros)
+        );
+    }
+    let result = run_backup(job, progress, cancel).await;
+    let mut record = finish_record(progress, now(), &result);
+    if let Err(e) = &result {
+        tracing::warn!("backup {} failed: {e}", format_timestamp(job.backup_micros));
+    } else {
+        tracing::info!(
+            uploaded_files = record.files_uploaded,
+            uploaded_bytes = record.bytes_uploaded,
+            total_files = record.files_total,
+            "backup {} complete",
+            format_timestamp(job.backup_micros)
+        );
+        record = update(progress, |r| r.status = Status::CleanupInProgress);
+        let _ = put_history(&job.store, &record).await;
+        let cleaned = crate::retention::cleanup(&job.store, &job.instance, keep_latest).await;
+        record = update(progress, |r| match &cleaned {
+            Ok(_) => r.status = Status::CleanupComplete,
+            Err(e) => {
+                r.status = Status::CleanupFailed;
+                r.cleanup_error = Some(e.to_string());
+            }
+        });
+    }
+    if let Err(e) = put_history(&job.store, &record).await {
+        tracing::warn!(
+            "backup {}: cannot write history: {e}",
+            format_timestamp(job.backup_micros)
+        );
+    }
+    record
+}
+
+pub(crate) fn finish_record(progress: &Progress, now: i64, result: &Result<Manifest>) -> BackupRecord {
+    update(progress, |r| {
+        r.end_micros = Some(now);
+        match result {
+            Ok(_) => {
+                r.status = Status::BackupComplete;
+                r.files_done = r.files_total;
+            }
+            Err(BackupError::Aborted(_)) => {
+                r.status = Status::BackupFailed;
+                r.backup_error = Some("aborted".into());
+            }
+            Err(e) => {
+                r.status = Status::BackupFailed;
+                r.backup_error = Some(e.to_string());
+            }
+        }
+    })
+}

@@ -1,0 +1,239 @@
+//! `backup.object.store` connection strings → an object store and a key prefix.
+//!
+//! Accepted forms:
+//! - `fs::root=/mnt/backups;atomic_write_dir=/mnt/backups/atomic;`
+//! - `s3::bucket=B;region=R;access_key_id=..;secret_access_key=..;endpoint=http://127.0.0.1:9000;allow_http=true;`
+//! - `file:///mnt/backups` and `s3://bucket/prefix` (credentials from the usual AWS environment variables).
+//!
+//! Secrets never appear in errors or `Debug` output.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+use crate::error::{BackupError, Result};
+
+const KEY: &str = "backup.object.store";
+const SECRET_OPTIONS: &[&str] = &["secret_access_key", "session_token", "token"];
+
+/// An opened store plus the prefix all our keys live under.
+#[derive(Clone)]
+pub struct Store {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    /// The connection string with secrets replaced by `***`, for logs.
+    pub display: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.display)
+    }
+}
+
+fn bad(reason: impl Into<String>) -> BackupError {
+    BackupError::Config {
+        key: KEY.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses `kind::k=v;k=v;` options.
+fn parse_options(body: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for part in body.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("expected key=value, found '{}'", redact_part(part))))?;
+        out.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn redact_part(part: &str) -> String {
+    match part.split_once('=') {
+        Some((k, _)) if SECRET_OPTIONS.contains(&k.trim().to_ascii_lowercase().as_str()) => format!("{k}=***"),
+        _ => part.to_string(),
+    }
+}
+
+/// The connection string with secret values replaced by `***`.
+pub fn redact(conn: &str) -> String {
+    match conn.split_once("::") {
+        Some((kind, body)) => {
+            let parts: Vec<String> = body
+                .split(';')
+                .filter(|p| !p.trim().is_empty())
+                .map(redact_part)
+                .collect();
+            format!("{kind}::{};", parts.join(";"))
+        }
+        None => conn.to_string(),
+    }
+}
+
+fn bool_option(opts: &BTreeMap<String, String>, name: &str) -> Result<bool> {
+    match opts.get(name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(bad(format!("{name} must be true or false, not '{v}'"))),
+    }
+}
+
+impl Store {
+    /// Opens the store a connection string names.
+    pub fn open(conn: &str) -> Result<Self> {
+        let conn = conn.trim();
+        let display = redact(conn);
+        if let Some(rest) = conn.strip_prefix("file://") {
+            return Self::local(rest, display);
+        }
+        if let Some(rest) = conn.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("s3:// URL without a bucket"));
+            }
+            let s3 = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| bad(format!("cannot configure S3: {e}")))?;
+            return Ok(Self {
+                store: Arc::new(s3),
+                prefix: Path::from(prefix),
+                display,
+            });
+        }
+        let Some((kind, body)) = conn.split_once("::") else {
+            return Err(bad(format!(
+                "'{display}' is not a connection string; use fs::root=/path; or s3::bucket=...; (or file:// / s3:// URLs)"
+            )));
+        };
+        let opts = parse_options(body)?;
+        match kind.to_ascii_lowercase().as_str() {
+            "fs" => {
+                let known = ["root", "atomic_write_dir"];
+                if let Some(k) = opts.keys().find(|k| !known.contains(&k.as_str())) {
+                    return Err(bad(format!("unknown fs option '{k}' (known: root, atomic_write_dir)")));
+                }
+                let root = opts.get("root").ok_or_else(|| bad("fs store needs root=/path"))?;
+                Self::local(root, display)
+            }
+            "s3" => {
+                let known = [
+                    "bucket",
+                    "region",
+                    "access_key_id",
+                    "secret_access_key",
+                    "session_token",
+                    "endpoint",
+                    "allow_http",
+                    "prefix",
+                    "virtual_hosted_style_request",
+                ];
+                if let Some(k) = opts.keys().find(|k| !known.contains(&k.as_str())) {
+                    return Err(bad(format!("unknown s3 option '{k}'")));
+                }
+                let bucket = opts
+                    .get("bucket")
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("s3 store needs bucket=NAME"))?;
+                let mut b = AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_region(opts.get("region").map_or("us-east-1", String::as_str))
+                    .with_allow_http(bool_option(&opts, "allow_http")?)
+                    .with_virtual_hosted_style_request(bool_option(&opts, "virtual_hosted_style_request")?);
+                if let Some(v) = opts.get("access_key_id") {
+                    b = b.with_access_key_id(v);
+                }
+                if let Some(v) = opts.get("secret_access_key") {
+                    b = b.with_secret_access_key(v);
+                }
+                if let Some(v) = opts.get("session_token") {
+                    b = b.with_token(v);
+                }
+                if let Some(v) = opts.get("endpoint") {
+                    b = b.with_endpoint(v);
+                }
+                // The builder's own errors may echo options; report only their kind.
+                let s3 = b
+                    .build()
+                    .map_err(|_| bad("invalid s3 options (check bucket, region and endpoint)"))?;
+                Ok(Self {
+                    store: Arc::new(s3),
+                    prefix: Path::from(opts.get("prefix").map_or("", String::as_str)),
+                    display,
+                })
+            }
+            other => Err(bad(format!("unknown store kind '{other}'; use fs or s3"))),
+        }
+    }
+
+    fn local(root: &str, display: String) -> Result<Self> {
+        if root.is_empty() || !std::path::Path::new(root).is_absolute() {
+            return Err(bad(format!("fs root must be an absolute path, not '{root}'")));
+        }
+        std::fs::create_dir_all(root).map_err(|e| bad(format!("cannot create fs root {root}: {e}")))?;
+        let fs = LocalFileSystem::new_with_prefix(root).map_err(|e| bad(format!("fs root {root}: {e}")))?;
+        Ok(Self {
+            store: Arc::new(fs),
+            prefix: Path::default(),
+            display,
+        })
+    }
+
+    /// `prefix/rest`.
+    pub fn key(&self, rest: &str) -> Path {
+        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend(rest.split('/').filter(|p| !p.is_empty()).map(str::to_string));
+        Path::from_iter(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fs_and_rejects_bad_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = format!(
+            "fs::root={};atomic_write_dir={}/atomic;",
+            dir.path().display(),
+            dir.path().display()
+        );
+        assert!(Store::open(&conn).is_ok());
+        assert!(Store::open(&format!("file://{}", dir.path().display())).is_ok());
+        for bad in [
+            "fs::",
+            "fs::root=relative;",
+            "ftp::host=x;",
+            "nonsense",
+            "s3::region=eu;",
+            "fs::root=/tmp;colour=blue;",
+        ] {
+            let err = Store::open(bad).unwrap_err().to_string();
+            assert!(err.contains("backup.object.store"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let conn =
+            "s3::bucket=b;access_key_id=AKIA;secret_access_key=TOPSECRET;endpoint=http://127.0.0.1:1;allow_http=maybe;";
+        let err = Store::open(conn).unwrap_err().to_string();
+        assert!(!err.contains("TOPSECRET"), "{err}");
+        assert_eq!(
+            redact(conn),
+            "s3::bucket=b;access_key_id=AKIA;secret_access_key=***;endpoint=http://127.0.0.1:1;allow_http=maybe;"
+        );
+        let ok = Store::open(
+            "s3::bucket=b;secret_access_key=TOPSECRET;access_key_id=x;endpoint=http://127.0.0.1:1;allow_http=true;",
+        )
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("TOPSECRET"));
+    }
+}

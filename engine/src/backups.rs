@@ -1,0 +1,229 @@
+//! BACKUP DATABASE as the engine runs it: one background backup at a time over a
+//! pinned snapshot, its live progress, the history shown by `backups()`, abort.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use backup::{BackupJob, BackupRecord, Progress, Status, Store};
+use storage::Storage;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{EngineError, Result};
+
+/// Validated `backup.*` settings.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub enabled: bool,
+    /// `backup.object.store`; `None` means `fs::root=ROOT/backups;`.
+    pub object_store: Option<crate::config::Secret>,
+    pub compression_level: i32,
+    pub keep_latest: usize,
+    pub instance_name: Option<String>,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            object_store: None,
+            compression_level: 5,
+            keep_latest: 5,
+            instance_name: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Running {
+    progress: Progress,
+    cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+pub(crate) struct Backups {
+    storage: Arc<Storage>,
+    settings: BackupSettings,
+    /// `None` when backups are disabled.
+    store: Option<Store>,
+    instance: String,
+    history: Mutex<Vec<BackupRecord>>,
+    running: Mutex<Option<Running>>,
+    /// Cancelled at shutdown: stops a running backup.
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Backups {
+    /// Opens the store and loads the history (a store that cannot be reached now is
+    /// logged, not fatal: the database must still start).
+    pub(crate) async fn open(
+        storage: Arc<Storage>,
+        settings: BackupSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        let (store, instance) = if settings.enabled {
+            let conn = match &settings.object_store {
+                Some(c) => c.expose().to_string(),
+                None => {
+                    let dir = storage.root().join("backups");
+                    tracing::warn!(
+                        "backup.object.store is not set: backups go to {} on the same disk as the database",
+                        dir.display()
+                    );
+                    format!("fs::root={};", dir.display())
+                }
+            };
+            let store = Store::open(&conn).map_err(backup_err)?;
+            let instance =
+                backup::instance_name(storage.db_dir(), settings.instance_name.as_deref()).map_err(backup_err)?;
+            (Some(store), instance)
+        } else {
+            (None, String::new())
+        };
+        let mut history = Vec::new();
+        if let Some(store) = &store {
+            match backup::load_history(store, &instance).await {
+                Ok(h) => history = h,
+                Err(e) => tracing::warn!("cannot read the backup history from {}: {e}", store.display),
+            }
+            for r in history.iter_mut().filter(|r| r.status == Status::BackupInProgress) {
+                // This server runs no backup yet, so the record was left by a crash or stop.
+                r.status = Status::BackupFailed;
+                r.backup_error = Some("interrupted: the server stopped during the backup".into());
+                if let Err(e) = backup::put_history(store, r).await {
+                    tracing::warn!("cannot update the backup history: {e}");
+                }
+            }
+        }
+        Ok(Self {
+            storage,
+            settings,
+            store,
+            instance,
+            history: Mutex::new(history),
+            running: Mutex::new(None),
+            shutdown,
+        })
+    }
+
+    /// Starts a backup; returns its timestamp (micros) and a receiver for its final record.
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(i64, oneshot::Receiver<BackupRecord>)> {
+        let Some(store) = self.store.clone() else {
+            return Err(EngineError::State("backups are disabled (backup.enabled=false)".into()));
+        };
+        if lock(&self.running).is_some() {
+            return Err(EngineError::State(
+                "a backup is already running; wait for it (see backups()) or run BACKUP ABORT".into(),
+            ));
+        }
+        backup::check_data_id(&store, &self.instance, self.storage.data_id())
+            .await
+            .map_err(backup_err)?;
+        let (pin, snapshot) = self.storage.pin_current();
+        let last = lock(&self.history).first().map_or(i64::MIN, |r| r.backup_micros);
+        let backup_micros = snapshot.taken_at_micros.max(last.saturating_add(1));
+        let table_dirs: HashMap<_, _> = snapshot
+            .tables
+            .keys()
+            .filter_map(|n| Some((n.clone(), self.storage.table(n)?.dir().to_path_buf())))
+            .collect();
+        let job = BackupJob {
+            store,
+            instance: self.instance.clone(),
+            data_id: self.storage.data_id().to_string(),
+            backup_micros,
+            snapshot,
+            table_dirs,
+            compression_level: self.settings.compression_level,
+        };
+        let now = self.storage.clock().now_micros();
+        let progress: Progress = Arc::new(Mutex::new(backup::new_record(&job, now)));
+        let cancel = self.shutdown.child_token();
+        {
+            let mut running = lock(&self.running);
+            if running.is_some() {
+                self.storage.unpin(pin);
+                return Err(EngineError::State("a backup is already running".into()));
+            }
+            *running = Some(Running {
+                progress: progress.clone(),
+                cancel: cancel.clone(),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let clock = me.storage.clock().clone();
+            let record =
+                backup::backup_and_cleanup(&job, &progress, &cancel, me.settings.keep_latest, || clock.now_micros())
+                    .await;
+            me.storage.unpin(pin);
+            {
+                let mut history = lock(&me.history);
+                history.insert(0, record.clone());
+                if record.status.backup_succeeded() {
+                    // Retention removed older records from the store; mirror that.
+                    if let Ok(kept) = kept_after_cleanup(&history, me.settings.keep_latest) {
+                        history.retain(|r| r.backup_micros >= kept);
+                    }
+                }
+            }
+            *lock(&me.running) = None;
+            let _ = tx.send(record);
+        });
+        Ok((backup_micros, rx))
+    }
+
+    /// Asks the running backup to stop; false when none runs.
+    pub(crate) fn abort(&self) -> bool {
+        match lock(&self.running).as_ref() {
+            Some(r) => {
+                r.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        lock(&self.running).is_some()
+    }
+
+    /// The running backup (if any) and the history, newest first.
+    pub(crate) fn records(&self) -> Vec<BackupRecord> {
+        let mut out: Vec<BackupRecord> = lock(&self.running)
+            .as_ref()
+            .map(|r| lock(&r.progress).clone())
+            .into_iter()
+            .collect();
+        out.extend(lock(&self.history).iter().cloned());
+        out
+    }
+}
+
+/// Micros of the oldest complete backup retention keeps.
+fn kept_after_cleanup(history: &[BackupRecord], keep: usize) -> std::result::Result<i64, ()> {
+    let complete: Vec<i64> = history
+        .iter()
+        .filter(|r| r.status.backup_succeeded())
+        .map(|r| r.backup_micros)
+        .collect();
+    if complete.len() <= keep || keep == 0 {
+        return Err(());
+    }
+    Ok(complete[keep - 1])
+}
+
+pub(crate) fn backup_err(e: backup::BackupError) -> EngineError {
+    match e {
+        backup::BackupError::Config { key, reason } => EngineError::Config(crate::config::ConfigError::Invalid {
+            key,
+            origin: String::new(),
+            reason,
+        }),
+        other => EngineError::Backup(other.to_string()),
+    }
+}

@@ -1,0 +1,394 @@
+//! BACKUP DATABASE through the real server and a PostgreSQL client, against an `fs::` store.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::harness::{Options, Server, Started, sqlstate, temp_root};
+
+/// backups() rows as maps of column -> text.
+async fn backups(c: &Client) -> Vec<std::collections::HashMap<String, Option<String>>> {
+    c.simple_query("SELECT * FROM backups()")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, col)| (col.name().to_string(), r.get(i).map(str::to_string)))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn field(row: &std::collections::HashMap<String, Option<String>>, name: &str) -> String {
+    row.get(name).cloned().flatten().unwrap_or_default()
+}
+
+fn instance_dir(store: &Path) -> PathBuf {
+    std::fs::read_dir(store.join("_backup"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
+fn manifests(store: &Path) -> Vec<serde_json::Value> {
+    let mut paths = files_in(&instance_dir(store).join("manifests"));
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+fn manifest_rows(m: &serde_json::Value) -> u64 {
+    m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["files"].as_array().unwrap().iter())
+        .map(|f| f["rows"].as_u64().unwrap())
+        .sum()
+}
+
+fn store_opts(store: &Path) -> Options {
+    Options::default().conf("backup.object.store", &format!("fs::root={};", store.display()))
+}
+
+async fn wait_until_idle(c: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backups(c)
+        .await
+        .iter()
+        .any(|r| field(r, "status") == "backup in progress")
+    {
+        assert!(Instant::now() < deadline, "backup did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_backup_uploads_everything_then_only_what_changed() {
+    let root = temp_root();
+    let store = temp_root();
+    let server = Server::start(root.path(), store_opts(store.path()));
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE trades (ts TIMESTAMP, symbol SYMBOL, price DOUBLE) TIMESTAMP(ts) PARTITION BY DAY;
+         INSERT INTO trades SELECT to_timestamp_micros(1704067200000000 + value * 60000000), 'S', random() FROM generate_series(0, 43199);",
+    )
+    .await
+    .unwrap();
+    let row = c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    let ts: String = row.get("backup_timestamp");
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2024-08-24T12:34:56.789123Z".len(),
+        "{ts}"
+    );
+    let rows = backups(&c).await;
+    assert_eq!(rows.len(), 1);
+    let cols: Vec<&str> = vec![
+        "status",
+        "progress_percent",
+        "start_ts",
+        "end_ts",
+        "backup_error",
+        "cleanup_error",
+    ];
+    let first = &rows[0];
+    for col in &cols {
+        assert!(first.contains_key(*col), "backups() lacks {col}");
+    }
+    assert_eq!(field(first, "status"), "cleanup complete");
+    assert_eq!(field(first, "backup_timestamp"), ts);
+    assert_eq!(field(first, "progress_percent"), "100.0");
+    assert_eq!(field(first, "files_total"), "30");
+    assert_eq!(field(first, "files_uploaded"), "30");
+    let inst = instance_dir(store.path());
+    let name = inst.file_name().unwrap().to_string_lossy().to_string();
+    assert_eq!(name.split('-').count(), 3, "three-word instance name: {name}");
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("db/.backup_instance_name"))
+            .unwrap()
+            .trim(),
+        name
+    );
+    assert_eq!(
+        std::fs::read_to_string(inst.join("data_id")).unwrap(),
+        std::fs::read_to_string(root.path().join("db/.data_id")).unwrap().trim()
+    );
+    assert_eq!(manifest_rows(&manifests(store.path())[0]), 43_200);
+    let size_after_first: u64 = files_in(&inst.join("files"))
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+
+    // Change one old day: the next backup uploads just that day's new file.
+    c.execute("INSERT INTO trades VALUES ('2024-01-05T12:00:00.5', 'late', 1.0)", &[])
+        .await
+        .unwrap();
+    let new_file: u64 = {
+        let commit: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.path().join("db/trades/_commit.json")).unwrap()).unwrap();
+        commit["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rows"] == 1)
+            .map(|f| f["bytes"].as_u64().unwrap())
+            .sum()
+    };
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    let latest = &backups(&c).await[0];
+    assert_eq!(field(latest, "files_total"), "31");
+    assert_eq!(field(latest, "files_uploaded"), "1");
+    let uploaded: u64 = field(latest, "bytes_uploaded").parse().unwrap();
+    assert!(
+        uploaded <= new_file,
+        "uploaded {uploaded} bytes for a {new_file}-byte change"
+    );
+    let size_after_second: u64 = files_in(&inst.join("files"))
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert!(
+        size_after_second - size_after_first <= new_file,
+        "the store grew by about one file"
+    );
+    assert_eq!(manifest_rows(manifests(store.path()).last().unwrap()), 43_201);
+
+    // History lives in the store: it survives a restart.
+    let before = backups(&c).await.len();
+    drop(c);
+    server.stop();
+    let server = Server::start(root.path(), store_opts(store.path()));
+    let c = server.connect().await;
+    let after = backups(&c).await;
+    assert_eq!(after.len(), before);
+    assert!(after.iter().all(|r| field(r, "status") == "cleanup complete"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_during_inserts_captures_the_snapshot_at_its_start() {
+    let root = temp_root();
+    let store = temp_root();
+    let server = Server::start(root.path(), store_opts(store.path()));
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE ev (ts TIMESTAMP, k LONG) TIMESTAMP(ts) PARTITION BY HOUR")
+        .await
+        .unwrap();
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = server.connect().await;
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut k = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                w.execute(
+                    &format!(
+                        "INSERT INTO ev VALUES (to_timestamp_micros({}), {k})",
+                        1_704_067_200_000_000u64 + k * 1_000_000
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+                k += 1;
+                acked.store(k, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 30 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let a0 = acked.load(std::sync::atomic::Ordering::SeqCst);
+    c.query_one("BACKUP DATABASE", &[]).await.unwrap();
+    let a1 = acked.load(std::sync::atomic::Ordering::SeqCst);
+    wait_until_idle(&c).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    let rows = manifest_rows(&manifests(store.path())[0]);
+    assert!(
+        a0 <= rows && rows <= a1 + 1,
+        "backup holds {rows} rows; {a0} acknowledged before, {a1} after"
+    );
+    assert!(
+        c.query_one("SELECT count(*) FROM ev", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0) as u64
+            > rows
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_one_at_a_time_and_the_next_backup_completes() {
+    let root = temp_root();
+    let store = temp_root();
+    // The slowest compression makes the backup long enough to abort.
+    let server = Server::start(
+        root.path(),
+        store_opts(store.path()).conf("backup.compression.level", "22"),
+    );
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE big (ts TIMESTAMP, a DOUBLE, b DOUBLE) TIMESTAMP(ts) PARTITION BY MONTH;
+         INSERT INTO big SELECT to_timestamp_micros(1704067200000000 + value), random() AS a, random() AS b FROM generate_series(0, 599999);
+         INSERT INTO big SELECT to_timestamp_micros(1706745600000000 + value), random() AS a, random() AS b FROM generate_series(0, 599999);",
+    )
+    .await
+    .unwrap();
+    c.query_one("BACKUP DATABASE", &[]).await.unwrap();
+    let err = c.query_one("BACKUP DATABASE", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "55000", "{err:?}");
+    c.batch_execute("BACKUP ABORT").await.unwrap();
+    wait_until_idle(&c).await;
+    let failed = &backups(&c).await[0];
+    assert_eq!(field(failed, "status"), "backup failed");
+    assert_eq!(field(failed, "backup_error"), "aborted");
+    assert!(
+        manifests_dir_is_empty(store.path()),
+        "an aborted backup leaves no manifest"
+    );
+    // Aborting with nothing running is a notice.
+    c.batch_execute("BACKUP ABORT").await.unwrap();
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    assert_eq!(field(&backups(&c).await[0], "status"), "cleanup complete");
+    assert_eq!(manifest_rows(&manifests(store.path())[0]), 1_200_000);
+}
+
+fn manifests_dir_is_empty(store: &Path) -> bool {
+    files_in(&instance_dir(store).join("manifests")).is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_the_latest_n_and_no_unreferenced_files() {
+    let root = temp_root();
+    let store = temp_root();
+    let server = Server::start(
+        root.path(),
+        store_opts(store.path()).conf("backup.cleanup.keep.latest.n", "2"),
+    );
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY")
+        .await
+        .unwrap();
+    for day in 1..=4 {
+        c.execute(&format!("INSERT INTO t VALUES ('2024-01-0{day}', {day})"), &[])
+            .await
+            .unwrap();
+        // Rewrite history too, so old backups own files nobody else needs.
+        if day == 3 {
+            c.batch_execute("ALTER TABLE t DROP PARTITION LIST '2024-01-01'")
+                .await
+                .unwrap();
+        }
+        c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    }
+    let ms = manifests(store.path());
+    assert_eq!(ms.len(), 2);
+    let referenced: std::collections::HashSet<String> = ms
+        .iter()
+        .flat_map(|m| {
+            m["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|t| t["files"].as_array().unwrap().iter())
+        })
+        .map(|f| f["object"].as_str().unwrap().to_string())
+        .collect();
+    let inst = instance_dir(store.path());
+    let stored: std::collections::HashSet<String> = files_in(&inst.join("files"))
+        .iter()
+        .map(|p| p.strip_prefix(&inst).unwrap().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(stored, referenced, "exactly the files the remaining backups need");
+    assert_eq!(backups(&c).await.len(), 2, "history follows retention");
+    assert_eq!(manifest_rows(&ms[1]), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backing_up_into_another_databases_instance_is_refused() {
+    let store = temp_root();
+    let opts = store_opts(store.path()).conf("backup.instance.name", "shared-name");
+    let (a, b) = (temp_root(), temp_root());
+    let server_a = Server::start(a.path(), opts.clone());
+    server_a
+        .connect()
+        .await
+        .query_one("BACKUP DATABASE WAIT", &[])
+        .await
+        .unwrap();
+    let server_b = Server::start(b.path(), opts);
+    let err = server_b
+        .connect()
+        .await
+        .query_one("BACKUP DATABASE", &[])
+        .await
+        .unwrap_err();
+    let msg = format!("{err:?}");
+    assert!(msg.contains("belongs to another database"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_backups_and_bad_configuration() {
+    let root = temp_root();
+    let server = Server::start(root.path(), Options::default().conf("backup.enabled", "false"));
+    let err = server
+        .connect()
+        .await
+        .query_one("BACKUP DATABASE", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "55000");
+    assert!(format!("{err:?}").contains("backup.enabled=false"));
+    drop(server);
+
+    for (key, value, expect) in [
+        ("backup.object.store", "ftp::host=x;", "unknown store kind"),
+        (
+            "backup.object.store",
+            "s3::region=eu-west-1;secret_access_key=TOPSECRET;",
+            "bucket",
+        ),
+        ("backup.object.store", "fs::root=relative/path;", "absolute"),
+        ("backup.compression.level", "0", "1..=22"),
+        ("backup.cleanup.keep.latest.n", "many", "whole number"),
+    ] {
+        let root = temp_root();
+        match Server::try_start(root.path(), Options::default().conf(key, value)) {
+            Started::Exited { code, stderr } => {
+                assert_ne!(code, Some(0));
+                assert!(
+                    stderr.contains(key) && stderr.contains(expect),
+                    "{key}={value}: {stderr}"
+                );
+                assert!(!stderr.contains("TOPSECRET"), "secrets must not be printed: {stderr}");
+            }
+            Started::Running(_) => panic!("{key}={value} must stop startup"),
+        }
+    }
+}
