@@ -22,7 +22,10 @@ pub use history::{BackupRecord, Status};
 pub use instance::{INSTANCE_NAME_FILE, check_data_id, instance_name};
 pub use manifest::{BackedUpFile, Codec, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 pub use retention::{CleanupReport, cleanup, complete_backups, read_manifest};
-pub use run::{BackupJob, MULTIPART_THRESHOLD, Progress, backup_and_cleanup, new_record, put_history, run_backup};
+pub use run::{
+    BackupJob, Estimate, MULTIPART_THRESHOLD, Progress, backup_and_cleanup, estimate, new_record, put_history,
+    run_backup,
+};
 pub use store::{Store, redact};
 
 use futures::TryStreamExt;

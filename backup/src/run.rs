@@ -111,6 +111,38 @@ pub(crate) async fn existing_objects(store: &Store, instance: &str) -> Result<Ha
         .map_err(store_err(format!("listing {prefix}")))
 }
 
+/// What a backup now would upload and reuse (`BACKUP DATABASE ESTIMATE`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub files_to_upload: u64,
+    pub bytes_to_upload: u64,
+    pub files_reused: u64,
+    pub bytes_reused: u64,
+}
+
+/// Compares a snapshot with the store by content hash; reads no data file, uploads nothing.
+pub async fn estimate(store: &Store, instance: &str, snapshot: &Snapshot) -> Result<Estimate> {
+    let existing = existing_objects(store, instance).await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut e = Estimate::default();
+    for f in snapshot.tables.values().flat_map(|t| t.commit.files.iter()) {
+        if !seen.insert(f.hash.as_str()) {
+            continue;
+        }
+        let stored = [Codec::Zst, Codec::Raw]
+            .into_iter()
+            .any(|c| existing.contains_key(&object_name(&f.hash, c)));
+        if stored {
+            e.files_reused += 1;
+            e.bytes_reused += f.bytes;
+        } else {
+            e.files_to_upload += 1;
+            e.bytes_to_upload += f.bytes;
+        }
+    }
+    Ok(e)
+}
+
 /// Runs the backup to completion: uploads, manifest. Returns the manifest.
 /// Cancelling `cancel` stops it promptly with [`BackupError::Aborted`].
 pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &CancellationToken) -> Result<Manifest> {

@@ -19,6 +19,24 @@ pub struct BackupSettings {
     pub compression_level: i32,
     pub keep_latest: usize,
     pub instance_name: Option<String>,
+    /// `backup.schedule.cron` in `backup.schedule.tz`.
+    pub schedule: Option<Schedule>,
+}
+
+/// When scheduled backups run.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: croner::Cron,
+    pub tz: chrono_tz::Tz,
+}
+
+impl Schedule {
+    /// The first run strictly after `now_micros`, in micros.
+    pub fn next_after(&self, now_micros: i64) -> Option<i64> {
+        let now = chrono::DateTime::from_timestamp_micros(now_micros)?.with_timezone(&self.tz);
+        let next = self.cron.find_next_occurrence(&now, false).ok()?;
+        Some(next.timestamp_micros())
+    }
 }
 
 impl Default for BackupSettings {
@@ -29,6 +47,7 @@ impl Default for BackupSettings {
             compression_level: 5,
             keep_latest: 5,
             instance_name: None,
+            schedule: None,
         }
     }
 }
@@ -111,9 +130,7 @@ impl Backups {
 
     /// Starts a backup; returns its timestamp (micros) and a receiver for its final record.
     pub(crate) async fn start(self: &Arc<Self>) -> Result<(i64, oneshot::Receiver<BackupRecord>)> {
-        let Some(store) = self.store.clone() else {
-            return Err(EngineError::State("backups are disabled (backup.enabled=false)".into()));
-        };
+        let store = self.store()?;
         if lock(&self.running).is_some() {
             return Err(EngineError::State(
                 "a backup is already running; wait for it (see backups()) or run BACKUP ABORT".into(),
@@ -177,6 +194,21 @@ impl Backups {
         Ok((backup_micros, rx))
     }
 
+    /// What a backup now would upload (nothing is uploaded; the store is only listed).
+    pub(crate) async fn estimate(&self) -> Result<backup::Estimate> {
+        let store = self.store()?;
+        let snapshot = self.storage.snapshot();
+        backup::estimate(&store, &self.instance, &snapshot)
+            .await
+            .map_err(backup_err)
+    }
+
+    fn store(&self) -> Result<Store> {
+        self.store
+            .clone()
+            .ok_or_else(|| EngineError::State("backups are disabled (backup.enabled=false)".into()))
+    }
+
     /// Asks the running backup to stop; false when none runs.
     pub(crate) fn abort(&self) -> bool {
         match lock(&self.running).as_ref() {
@@ -201,6 +233,34 @@ impl Backups {
             .collect();
         out.extend(lock(&self.history).iter().cloned());
         out
+    }
+}
+
+/// Starts a backup at every tick of the schedule until cancelled; a tick that finds
+/// a backup still running is skipped and logged.
+pub(crate) async fn run_schedule(backups: Arc<Backups>, schedule: Schedule, cancel: CancellationToken) {
+    loop {
+        let now = backups.storage.clock().now_micros();
+        let Some(next) = schedule.next_after(now) else {
+            tracing::warn!("backup.schedule.cron has no future run; scheduled backups stop");
+            return;
+        };
+        let wait = std::time::Duration::from_micros(next.saturating_sub(now).max(0) as u64);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if backups.is_running() {
+            tracing::info!("scheduled backup skipped: the previous backup is still running");
+            continue;
+        }
+        match backups.start().await {
+            Ok((micros, _)) => {
+                tracing::info!("scheduled backup {} started", backup::layout::format_timestamp(micros))
+            }
+            Err(e) => tracing::warn!("scheduled backup could not start: {e}"),
+        }
     }
 }
 

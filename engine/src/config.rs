@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use storage::HousekeepingSettings;
 
-use crate::backups::BackupSettings;
+use crate::backups::{BackupSettings, Schedule};
 use crate::checkpoint::CheckpointLimits;
 
 /// Where a setting's value came from, for error messages.
@@ -68,6 +68,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "backup.compression.level",
     "backup.cleanup.keep.latest.n",
     "backup.instance.name",
+    "backup.schedule.cron",
+    "backup.schedule.tz",
 ];
 
 /// Raw key/value pairs plus their origin.
@@ -246,9 +248,25 @@ impl Settings {
                     .number("backup.cleanup.keep.latest.n", 1, 100_000)?
                     .map_or(5, |n| n as usize),
                 instance_name: p.get("backup.instance.name").map(str::to_string),
+                schedule: schedule(p)?,
             },
         })
     }
+}
+
+/// `backup.schedule.cron` (5 fields; a leading seconds field is also accepted) and `backup.schedule.tz`.
+fn schedule(p: &Properties) -> Result<Option<Schedule>, ConfigError> {
+    let tz = p
+        .parse_with("backup.schedule.tz", |v| {
+            v.parse::<chrono_tz::Tz>()
+                .map_err(|_| format!("'{v}' is not an IANA time zone such as Europe/Paris"))
+        })?
+        .unwrap_or(chrono_tz::UTC);
+    let cron = p.parse_with("backup.schedule.cron", |v| {
+        v.parse::<croner::Cron>()
+            .map_err(|e| format!("'{v}' is not a cron expression such as '0 3 * * *': {e}"))
+    })?;
+    Ok(cron.map(|cron| Schedule { cron, tz }))
 }
 
 #[cfg(test)]
@@ -320,6 +338,42 @@ mod tests {
             let err = Settings::from_properties(&props(&[(k, v)], &[])).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");
         }
+    }
+
+    #[test]
+    fn schedules() {
+        let s = Settings::from_properties(&props(
+            &[
+                ("backup.schedule.cron", "0 3 * * *"),
+                ("backup.schedule.tz", "Europe/Paris"),
+            ],
+            &[],
+        ))
+        .unwrap();
+        let sched = s.backup.schedule.unwrap();
+        // 2024-01-15 00:00 UTC -> next 03:00 Paris = 02:00 UTC.
+        let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 15)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        let next = sched.next_after(start.timestamp_micros()).unwrap();
+        assert_eq!(next, start.timestamp_micros() + 2 * 3_600_000_000);
+        let bad_tz = props(
+            &[
+                ("backup.schedule.cron", "0 3 * * *"),
+                ("backup.schedule.tz", "Mars/Olympus"),
+            ],
+            &[],
+        );
+        assert!(
+            Settings::from_properties(&bad_tz)
+                .unwrap_err()
+                .to_string()
+                .contains("backup.schedule.tz")
+        );
+        let err = Settings::from_properties(&props(&[("backup.schedule.cron", "every day")], &[])).unwrap_err();
+        assert!(err.to_string().contains("backup.schedule.cron"));
     }
 
     #[test]

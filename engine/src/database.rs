@@ -11,7 +11,7 @@ use storage::{Clock, HousekeepingReport, Storage, SystemClock, TableMeta};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backups::Backups;
+use crate::backups::{Backups, run_schedule};
 use crate::catalog::StrataSchema;
 use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK, apply_restore_trigger};
 use crate::config::Settings;
@@ -76,10 +76,15 @@ impl Database {
             db.cancel.clone(),
         ));
         let watchdog = tokio::spawn(checkpoint_watchdog(db.checkpoints.clone(), db.cancel.clone()));
-        db.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend([hk_task, watchdog]);
+        let mut tasks = vec![hk_task, watchdog];
+        if let Some(schedule) = db.settings.backup.schedule.clone() {
+            tasks.push(tokio::spawn(run_schedule(
+                db.backups.clone(),
+                schedule,
+                db.cancel.clone(),
+            )));
+        }
+        db.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
         Ok(db)
     }
 
@@ -200,6 +205,11 @@ impl Database {
             }
         }
         Ok(ts)
+    }
+
+    /// `BACKUP DATABASE ESTIMATE`: what a backup now would upload and reuse.
+    pub async fn backup_estimate(&self) -> Result<backup::Estimate> {
+        self.backups.estimate().await
     }
 
     /// `BACKUP ABORT`: false when no backup is running.

@@ -1,4 +1,7 @@
 //! Running our own statements against the engine.
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use engine::{CopyFormat, Database};
 use storage::TableMeta;
 
@@ -10,8 +13,8 @@ use crate::statements::{Command, CopyFrom};
 pub(crate) enum Outcome {
     /// A command tag such as `CREATE TABLE`, with an optional notice for the client.
     Done { tag: &'static str, notice: Option<String> },
-    /// One row of one text column (see `Command::result_column`), plus a tag.
-    Row { tag: &'static str, value: String },
+    /// Rows shaped as `Command::result_schema`, plus a tag.
+    Rows { tag: &'static str, batch: RecordBatch },
     /// COPY FROM STDIN accepted: the client may now send `columns` columns of data.
     CopyIn { columns: usize },
 }
@@ -64,10 +67,24 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
                 notice: (!released).then(|| "no checkpoint is in progress; nothing to release".to_string()),
             })
         }
-        Command::BackupDatabase { wait } => Ok(Outcome::Row {
-            tag: "BACKUP",
-            value: db.backup_start(*wait).await?,
-        }),
+        Command::BackupDatabase { wait } => {
+            let ts = db.backup_start(*wait).await?;
+            rows(cmd, "BACKUP", vec![Arc::new(StringArray::from(vec![ts]))])
+        }
+        Command::BackupEstimate => {
+            let e = db.backup_estimate().await?;
+            let n = |v: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)])) };
+            rows(
+                cmd,
+                "BACKUP",
+                vec![
+                    n(e.files_to_upload),
+                    n(e.bytes_to_upload),
+                    n(e.files_reused),
+                    n(e.bytes_reused),
+                ],
+            )
+        }
         Command::BackupAbort => {
             let aborted = db.backup_abort();
             Ok(Outcome::Done {
@@ -84,6 +101,15 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
             Ok(Outcome::CopyIn { columns })
         }
     }
+}
+
+fn rows(cmd: &Command, tag: &'static str, columns: Vec<ArrayRef>) -> Result<Outcome, SqlError> {
+    let schema = cmd
+        .result_schema()
+        .ok_or_else(|| SqlError::new(crate::error::sqlstate::INTERNAL_ERROR, "command has no result columns"))?;
+    let batch = RecordBatch::try_new(schema, columns)
+        .map_err(|e| SqlError::new(crate::error::sqlstate::INTERNAL_ERROR, e.to_string()))?;
+    Ok(Outcome::Rows { tag, batch })
 }
 
 fn dropped_partitions(n: usize) -> Outcome {

@@ -9,8 +9,6 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser;
 use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
@@ -22,7 +20,7 @@ use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type};
@@ -71,9 +69,13 @@ impl Service {
                 }
                 Ok(Response::Execution(Tag::new(tag)))
             }
-            Outcome::Row { tag, value } => {
-                let column = cmd.result_column().unwrap_or("result");
-                let mut resp = single_text_row(&self.db, column, value, format).await?;
+            Outcome::Rows { tag, batch } => {
+                let df = self
+                    .db
+                    .context()
+                    .read_batch(batch)
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let mut resp = encode_dataframe(df, format, None).await?;
                 resp.set_command_tag(tag);
                 Ok(Response::Query(resp))
             }
@@ -108,22 +110,6 @@ where
         .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info)))
         .await?;
     Ok(())
-}
-
-fn text_schema(column: &str) -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]))
-}
-
-/// A one-row, one-column result in the client's requested format.
-async fn single_text_row(db: &Database, column: &str, value: String, format: &Format) -> PgWireResult<QueryResponse> {
-    let schema = text_schema(column);
-    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![value]))])
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    let df = db
-        .context()
-        .read_batch(batch)
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    encode_dataframe(df, format, None).await
 }
 
 /// The client-facing form of any error (SQLSTATEs decided in `SqlError`).
@@ -221,12 +207,8 @@ impl QueryParser for WrapParser {
         if stmt.1.is_none()
             && let Some(cmd) = single_command(&stmt.0)
         {
-            return match cmd.result_column() {
-                Some(column) => arrow_schema_to_pg_fields(
-                    &text_schema(column),
-                    column_format.unwrap_or(&Format::UnifiedText),
-                    None,
-                ),
+            return match cmd.result_schema() {
+                Some(schema) => arrow_schema_to_pg_fields(&schema, column_format.unwrap_or(&Format::UnifiedText), None),
                 None => Ok(Vec::new()),
             };
         }

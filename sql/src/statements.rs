@@ -3,6 +3,9 @@
 //! We tokenize with sqlparser (so quoting and comments behave like SQL),
 //! split a query string into statements, and turn ours into [`Command`]s.
 //! Anything else is handed to DataFusion unchanged.
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser;
 use sqlparser::ast::{BinaryOperator, Expr, Value};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -38,16 +41,23 @@ pub enum Command {
     BackupDatabase {
         wait: bool,
     },
+    /// `BACKUP DATABASE ESTIMATE`
+    BackupEstimate,
     BackupAbort,
 }
 
 impl Command {
-    /// The single text column this command returns as a row, if any.
-    pub fn result_column(&self) -> Option<&'static str> {
-        match self {
-            Self::BackupDatabase { .. } => Some("backup_timestamp"),
-            _ => None,
-        }
+    /// The columns of the rows this command returns; `None` for a plain command tag.
+    pub fn result_schema(&self) -> Option<SchemaRef> {
+        let fields = match self {
+            Self::BackupDatabase { .. } => vec![Field::new("backup_timestamp", DataType::Utf8, false)],
+            Self::BackupEstimate => ["files_to_upload", "bytes_to_upload", "files_reused", "bytes_reused"]
+                .into_iter()
+                .map(|n| Field::new(n, DataType::Int64, false))
+                .collect(),
+            _ => return None,
+        };
+        Some(Arc::new(Schema::new(fields)))
     }
 }
 
@@ -174,8 +184,12 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
             return Err(syntax("expected LIST or WHERE after DROP PARTITION"));
         }
     } else if c.eat_words(&["BACKUP", "DATABASE"]) {
-        Command::BackupDatabase {
-            wait: c.eat_word("WAIT"),
+        if c.eat_word("ESTIMATE") {
+            Command::BackupEstimate
+        } else {
+            Command::BackupDatabase {
+                wait: c.eat_word("WAIT"),
+            }
         }
     } else if c.eat_words(&["BACKUP", "ABORT"]) {
         Command::BackupAbort
@@ -693,6 +707,7 @@ mod tests {
         assert_eq!(one("BACKUP DATABASE;"), Command::BackupDatabase { wait: false });
         assert_eq!(one("backup database wait"), Command::BackupDatabase { wait: true });
         assert_eq!(one("BACKUP ABORT"), Command::BackupAbort);
+        assert_eq!(one("BACKUP DATABASE ESTIMATE"), Command::BackupEstimate);
         assert!(split_and_parse("BACKUP TABLE t").is_err());
         assert!(split_and_parse("BACKUP DATABASE now").is_err());
     }

@@ -392,3 +392,66 @@ async fn disabled_backups_and_bad_configuration() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn estimate_counts_without_uploading() {
+    let root = temp_root();
+    let store = temp_root();
+    let server = Server::start(root.path(), store_opts(store.path()));
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY;
+         INSERT INTO t VALUES ('2024-01-01', 1), ('2024-01-02', 2);",
+    )
+    .await
+    .unwrap();
+    let e = c.query_one("BACKUP DATABASE ESTIMATE", &[]).await.unwrap();
+    assert_eq!(
+        (e.get::<_, i64>("files_to_upload"), e.get::<_, i64>("files_reused")),
+        (2, 0)
+    );
+    assert!(e.get::<_, i64>("bytes_to_upload") > 0);
+    assert!(!store.path().join("_backup").exists() || files_in(&instance_dir(store.path()).join("files")).is_empty());
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    c.execute("INSERT INTO t VALUES ('2024-01-03', 3)", &[]).await.unwrap();
+    let e = c.query_one("BACKUP DATABASE ESTIMATE", &[]).await.unwrap();
+    assert_eq!(
+        (e.get::<_, i64>("files_to_upload"), e.get::<_, i64>("files_reused")),
+        (1, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backups_run_and_show_in_backups() {
+    let root = temp_root();
+    let store = temp_root();
+    // A leading seconds field makes the schedule fire every second for the test.
+    let opts = store_opts(store.path())
+        .conf("backup.schedule.cron", "* * * * * *")
+        .conf("backup.schedule.tz", "Europe/Paris");
+    let server = Server::start(root.path(), opts);
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE t (ts TIMESTAMP) TIMESTAMP(ts) PARTITION BY DAY; INSERT INTO t VALUES ('2024-01-01');",
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = backups(&c)
+            .await
+            .iter()
+            .filter(|r| field(r, "status") == "cleanup complete")
+            .count();
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scheduled backups did not run: {}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.stderr().contains("scheduled backup"), "schedule runs are logged");
+}
