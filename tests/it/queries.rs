@@ -94,22 +94,22 @@ async fn insert_select_generate_series_and_prune_by_day() {
         .unwrap();
     assert_eq!(one_day.get::<_, i64>(0), 1440);
 
-    let plan: Vec<String> = c
-        .simple_query("EXPLAIN SELECT count(*) FROM trades WHERE ts >= '2024-01-03' AND ts < '2024-01-04'")
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(1).map(str::to_string),
-            _ => None,
-        })
-        .collect();
-    let physical = plan.join("\n");
+    let physical = explain(
+        &c,
+        "SELECT count(*) FROM trades WHERE ts >= '2024-01-03' AND ts < '2024-01-04'",
+    )
+    .await;
     let scanned: Vec<&str> = physical.matches(".parquet").collect();
     assert_eq!(scanned.len(), 1, "one day's query must open one file:\n{physical}");
     assert!(physical.contains("/2024-01-03/"), "{physical}");
-    let all: Vec<String> = c
-        .simple_query("EXPLAIN SELECT count(*) FROM trades")
+    let all = explain(&c, "SELECT count(*) FROM trades").await;
+    assert!(all.contains("/2024-01-10/"), "an unfiltered query sees every day");
+}
+
+/// The plan text of `EXPLAIN sql`.
+async fn explain(c: &tokio_postgres::Client, sql: &str) -> String {
+    let lines: Vec<String> = c
+        .simple_query(&format!("EXPLAIN {sql}"))
         .await
         .unwrap()
         .into_iter()
@@ -118,10 +118,7 @@ async fn insert_select_generate_series_and_prune_by_day() {
             _ => None,
         })
         .collect();
-    assert!(
-        all.join("\n").contains("/2024-01-10/"),
-        "an unfiltered query sees every day"
-    );
+    lines.join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread")]
