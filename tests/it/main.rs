@@ -8,4 +8,5 @@ mod crash;
 mod ddl_and_errors;
 mod housekeeping;
 mod queries;
+mod s3;
 mod security;
