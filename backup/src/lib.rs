@@ -16,6 +16,7 @@ mod manifest;
 mod retention;
 mod run;
 mod store;
+mod throttle;
 
 pub use error::{BackupError, Result};
 pub use history::{BackupRecord, Status};
@@ -27,6 +28,7 @@ pub use run::{
     run_backup,
 };
 pub use store::{Store, redact};
+pub use throttle::Limits;
 
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;

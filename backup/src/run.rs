@@ -24,6 +24,7 @@ use crate::history::{BackupRecord, Status};
 use crate::layout::{files_dir, format_timestamp, history_key, instance_dir, manifest_key, object_name};
 use crate::manifest::{BackedUpFile, Codec, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 use crate::store::Store;
+use crate::throttle::Limits;
 
 /// Files above this go up as multipart uploads.
 pub const MULTIPART_THRESHOLD: usize = 16 << 20;
@@ -44,6 +45,7 @@ pub struct BackupJob {
     /// Absolute folder of each table in the snapshot.
     pub table_dirs: HashMap<String, PathBuf>,
     pub compression_level: i32,
+    pub limits: Limits,
 }
 
 /// Live state of a running backup, shared with `backups()`.
@@ -177,6 +179,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     }
     let level = job.compression_level;
     let results = futures::stream::iter(to_upload.into_iter().map(|(hash, path, _)| {
+        let limits = job.limits.clone();
         let store = job.store.clone();
         let instance = job.instance.clone();
         let cancel = cancel.clone();
@@ -185,7 +188,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                 return Err(BackupError::Aborted(String::new()));
             }
             let uploaded = tokio::select! {
-                r = upload_file(&store, &instance, &hash, path, level) => r?,
+                r = upload_file(&store, &instance, &hash, path, level, &limits) => r?,
                 _ = cancel.cancelled() => return Err(BackupError::Aborted(String::new())),
             };
             update(progress, |r| {
@@ -264,8 +267,10 @@ async fn upload_file(
     hash: &str,
     path: PathBuf,
     level: i32,
+    limits: &Limits,
 ) -> Result<(String, Codec, u64)> {
     let hash_owned = hash.to_string();
+    let slot = limits.compression_slot().await;
     let (codec, body) = tokio::task::spawn_blocking(move || -> Result<(Codec, Vec<u8>)> {
         let raw = std::fs::read(&path).map_err(|e| BackupError::Other(format!("reading {}: {e}", path.display())))?;
         let actual = blake3::hash(&raw).to_hex().to_string();
@@ -284,6 +289,8 @@ async fn upload_file(
     })
     .await
     .map_err(|e| BackupError::Other(e.to_string()))??;
+    drop(slot);
+    limits.pace(body.len() as u64).await;
     let object = object_name(hash, codec);
     let key = store.key(&format!("{}/{object}", instance_dir(instance)));
     let stored = body.len() as u64;

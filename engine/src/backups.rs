@@ -17,6 +17,10 @@ pub struct BackupSettings {
     /// `backup.object.store`; `None` means `fs::root=ROOT/backups;`.
     pub object_store: Option<crate::config::Secret>,
     pub compression_level: i32,
+    /// `backup.compression.threads`: compressions running at once.
+    pub compression_threads: usize,
+    /// `backup.max.bandwidth.mb` in bytes per second.
+    pub max_bandwidth: Option<u64>,
     pub keep_latest: usize,
     pub instance_name: Option<String>,
     /// `backup.schedule.cron` in `backup.schedule.tz`.
@@ -45,6 +49,8 @@ impl Default for BackupSettings {
             enabled: true,
             object_store: None,
             compression_level: 5,
+            compression_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_bandwidth: None,
             keep_latest: 5,
             instance_name: None,
             schedule: None,
@@ -155,6 +161,7 @@ impl Backups {
             snapshot,
             table_dirs,
             compression_level: self.settings.compression_level,
+            limits: backup::Limits::new(self.settings.max_bandwidth, self.settings.compression_threads),
         };
         let now = self.storage.clock().now_micros();
         let progress: Progress = Arc::new(Mutex::new(backup::new_record(&job, now)));

@@ -70,6 +70,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "backup.instance.name",
     "backup.schedule.cron",
     "backup.schedule.tz",
+    "backup.compression.threads",
+    "backup.max.bandwidth.mb",
 ];
 
 /// Raw key/value pairs plus their origin.
@@ -247,6 +249,10 @@ impl Settings {
                 keep_latest: p
                     .number("backup.cleanup.keep.latest.n", 1, 100_000)?
                     .map_or(5, |n| n as usize),
+                compression_threads: p
+                    .number("backup.compression.threads", 1, 1024)?
+                    .map_or(BackupSettings::default().compression_threads, |n| n as usize),
+                max_bandwidth: p.number("backup.max.bandwidth.mb", 1, 1 << 20)?.map(|mb| mb << 20),
                 instance_name: p.get("backup.instance.name").map(str::to_string),
                 schedule: schedule(p)?,
             },

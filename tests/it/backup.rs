@@ -455,3 +455,50 @@ async fn scheduled_backups_run_and_show_in_backups() {
     }
     assert!(server.stderr().contains("scheduled backup"), "schedule runs are logged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bandwidth_limit_paces_uploads_and_progress_moves() {
+    let root = temp_root();
+    let store = temp_root();
+    let server = Server::start(
+        root.path(),
+        store_opts(store.path()).conf("backup.max.bandwidth.mb", "1"),
+    );
+    let c = server.connect().await;
+    // Random doubles do not compress: about 3 MiB over 6 daily files.
+    c.batch_execute(
+        "CREATE TABLE t (ts TIMESTAMP, a DOUBLE, b DOUBLE) TIMESTAMP(ts) PARTITION BY DAY;
+         INSERT INTO t SELECT to_timestamp_micros(1704067200000000 + value * 2500000), random() AS a, random() AS b
+         FROM generate_series(0, 199999);",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    c.query_one("BACKUP DATABASE", &[]).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let rows = backups(&c).await;
+        let r = &rows[0];
+        if field(r, "status") != "backup in progress" {
+            break;
+        }
+        seen.insert(field(r, "progress_percent"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let uploaded: f64 = field(&backups(&c).await[0], "bytes_uploaded").parse().unwrap();
+    assert!(
+        uploaded > 2.0 * 1048576.0,
+        "the data should be about 3 MiB, got {uploaded}"
+    );
+    // Pacing: the last upload may start only after the earlier bytes had their time.
+    let floor = uploaded / 1048576.0 - 1.0;
+    assert!(
+        elapsed >= floor,
+        "uploaded {uploaded} bytes in {elapsed:.2}s despite a 1 MiB/s limit"
+    );
+    assert!(
+        seen.len() >= 2,
+        "progress_percent should move during a long backup, saw {seen:?}"
+    );
+}
