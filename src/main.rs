@@ -1,5 +1,7 @@
-//! The `strata` binary: `strata serve` runs the database server.
+//! The `strata` binary: `strata serve` runs the database server; `strata backup
+//! list|verify` and `strata restore` work on a backup store offline.
 mod demo;
+mod offline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,36 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Inspect the backups in a store.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore a backup into an empty root (what the _backup_restore trigger file does).
+    Restore {
+        #[command(flatten)]
+        target: offline::Target,
+        /// Database root to restore into; its database must be empty.
+        #[arg(long)]
+        root: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// List the instances in a store and the backups of each (or of one).
+    List {
+        /// Store connection string, e.g. fs::root=/mnt/backups; or s3::bucket=...;
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Download and check every file of a backup; exit code 0 only if it fully restores.
+    Verify {
+        #[command(flatten)]
+        target: offline::Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +82,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve { root, demo } => runtime.block_on(serve(root, demo)),
+        Command::Backup {
+            command: BackupCommand::List { store, instance },
+        } => runtime.block_on(offline::list(&store, instance.as_deref())),
+        Command::Backup {
+            command: BackupCommand::Verify { target },
+        } => runtime.block_on(offline::verify(&target)),
+        Command::Restore { target, root } => runtime.block_on(offline::restore(&target, &root)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

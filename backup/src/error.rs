@@ -21,6 +21,14 @@ pub enum BackupError {
     },
     #[error("manifest {key}: {reason}")]
     BadManifest { key: String, reason: String },
+    /// The asked-for instance, backup or table does not exist; the message lists what does.
+    #[error("{0}")]
+    NotFound(String),
+    /// An object of a backup is missing, corrupt or not what its manifest says.
+    #[error("object {key}: {reason}")]
+    BadObject { key: String, reason: String },
+    #[error("{0}")]
+    Restore(String),
     #[error("backup {0} was aborted")]
     Aborted(String),
     #[error(transparent)]

@@ -79,8 +79,20 @@ impl Manifest {
                 m.format_version
             )));
         }
+        if uuid::Uuid::parse_str(&m.data_id).is_err() {
+            return Err(bad(format!("data id '{}' is not a UUID", m.data_id)));
+        }
+        let mut names = std::collections::HashSet::new();
         for t in &m.tables {
+            t.meta.validate().map_err(|e| bad(e.to_string()))?;
+            if !names.insert(t.meta.name.as_str()) {
+                return Err(bad(format!("table '{}' appears twice", t.meta.name)));
+            }
             for f in &t.files {
+                f.file.check_location(&t.meta.name).map_err(|e| bad(e.to_string()))?;
+                if f.file.hash.len() != 64 || !f.file.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(format!("file hash '{}' is not a blake3 hex digest", f.file.hash)));
+                }
                 let expected = crate::layout::object_name(&f.file.hash, f.codec);
                 if f.object != expected {
                     return Err(bad(format!(

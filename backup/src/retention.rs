@@ -41,14 +41,7 @@ pub async fn complete_backups(store: &Store, instance: &str) -> Result<Vec<i64>>
 /// Reads and checks one manifest.
 pub async fn read_manifest(store: &Store, instance: &str, micros: i64) -> Result<Manifest> {
     let key = store.key(&crate::layout::manifest_key(instance, micros));
-    let bytes = store
-        .store
-        .get(&key)
-        .await
-        .map_err(store_err(format!("reading {key}")))?
-        .bytes()
-        .await
-        .map_err(store_err(format!("reading {key}")))?;
+    let bytes = store.read(&key).await?;
     Manifest::parse(key.as_ref(), &bytes)
 }
 

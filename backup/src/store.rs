@@ -185,6 +185,15 @@ impl Store {
         })
     }
 
+    /// Reads a whole (small) object: manifests, history records, the data id.
+    pub async fn read(&self, key: &Path) -> Result<bytes::Bytes> {
+        let context = || format!("reading {key}");
+        let got = object_store::ObjectStoreExt::get(&*self.store, key)
+            .await
+            .map_err(crate::error::store_err(context()))?;
+        got.bytes().await.map_err(crate::error::store_err(context()))
+    }
+
     /// `prefix/rest`.
     pub fn key(&self, rest: &str) -> Path {
         let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();

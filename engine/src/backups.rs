@@ -90,17 +90,7 @@ impl Backups {
         shutdown: CancellationToken,
     ) -> Result<Self> {
         let (store, instance) = if settings.enabled {
-            let conn = match &settings.object_store {
-                Some(c) => c.expose().to_string(),
-                None => {
-                    let dir = storage.root().join("backups");
-                    tracing::warn!(
-                        "backup.object.store is not set: backups go to {} on the same disk as the database",
-                        dir.display()
-                    );
-                    format!("fs::root={};", dir.display())
-                }
-            };
+            let conn = crate::restore::store_connection(storage.root(), &settings);
             let store = Store::open(&conn).map_err(backup_err)?;
             let instance =
                 backup::instance_name(storage.db_dir(), settings.instance_name.as_deref()).map_err(backup_err)?;
@@ -210,6 +200,32 @@ impl Backups {
             .map_err(backup_err)
     }
 
+    /// `RESTORE TABLE`: one table of a backup of this database's instance, into the running database.
+    pub(crate) async fn restore_table(
+        &self,
+        timestamp: Option<String>,
+        request: &backup::TableRequest,
+    ) -> Result<backup::RestoreReport> {
+        let store = self.store()?;
+        let selector = backup::Selector {
+            instance: Some(self.instance.clone()),
+            timestamp,
+        };
+        backup::restore_table(&store, &selector, request, &self.storage)
+            .await
+            .map_err(backup_err)
+    }
+
+    /// `VERIFY BACKUP`: checks every file of a backup of this instance.
+    pub(crate) async fn verify(&self, timestamp: Option<String>) -> Result<backup::VerifyReport> {
+        let store = self.store()?;
+        let selector = backup::Selector {
+            instance: Some(self.instance.clone()),
+            timestamp,
+        };
+        backup::verify(&store, &selector, &|_, _| {}).await.map_err(backup_err)
+    }
+
     fn store(&self) -> Result<Store> {
         self.store
             .clone()
@@ -291,6 +307,8 @@ pub(crate) fn backup_err(e: backup::BackupError) -> EngineError {
             origin: String::new(),
             reason,
         }),
+        backup::BackupError::Storage(s) => EngineError::Storage(s),
+        backup::BackupError::NotFound(m) => EngineError::InvalidInput(m),
         other => EngineError::Backup(other.to_string()),
     }
 }

@@ -50,6 +50,7 @@ impl Database {
     pub async fn open_with_clock(root: &Path, settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let root = root.to_path_buf();
         let hk = settings.housekeeping.clone();
+        crate::restore::apply_backup_restore_trigger(&root, &settings.backup).await?;
         let (storage, record) = tokio::task::spawn_blocking(move || -> Result<_> {
             apply_restore_trigger(&root)?;
             let record = storage::read_checkpoint(&root)?;
@@ -210,6 +211,21 @@ impl Database {
     /// `BACKUP DATABASE ESTIMATE`: what a backup now would upload and reuse.
     pub async fn backup_estimate(&self) -> Result<backup::Estimate> {
         self.backups.estimate().await
+    }
+
+    /// `RESTORE TABLE`: restores one table from a backup of this database
+    /// (`timestamp` `None` = the latest complete one) while the database runs.
+    pub async fn restore_table(
+        &self,
+        timestamp: Option<String>,
+        request: backup::TableRequest,
+    ) -> Result<backup::RestoreReport> {
+        self.backups.restore_table(timestamp, &request).await
+    }
+
+    /// `VERIFY BACKUP`: fetches and checks every file of a backup of this database.
+    pub async fn verify_backup(&self, timestamp: Option<String>) -> Result<backup::VerifyReport> {
+        self.backups.verify(timestamp).await
     }
 
     /// `BACKUP ABORT`: false when no backup is running.

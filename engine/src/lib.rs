@@ -2,7 +2,8 @@
 //!
 //! Owns: configuration (`server.conf` + environment), the DataFusion catalog
 //! that exposes storage's tables (scans with partition pruning, inserts as one
-//! commit), COPY parsing, checkpoint mode and the `_restore` trigger, and
+//! commit), COPY parsing, checkpoint mode and the `_restore` trigger, the
+//! `_backup_restore` trigger and online table restore (through `backup`), and
 //! background work (housekeeping, the checkpoint watchdog).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
@@ -18,6 +19,7 @@ mod error;
 mod functions;
 mod provider;
 mod pruning;
+mod restore;
 
 pub use backups::BackupSettings;
 pub use checkpoint::{CheckpointLimits, CheckpointStatus, RESTORE_TRIGGER};
@@ -26,3 +28,4 @@ pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};
 pub use provider::StrataTable;
+pub use restore::BACKUP_RESTORE_TRIGGER;

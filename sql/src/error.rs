@@ -116,7 +116,9 @@ impl From<&StorageError> for SqlError {
         let code = match e {
             StorageError::TableExists(_) => DUPLICATE_TABLE,
             StorageError::TableNotFound(_) => UNDEFINED_TABLE,
-            StorageError::DroppedDuringCheckpoint(_) => OBJECT_NOT_IN_PREREQUISITE_STATE,
+            StorageError::DroppedDuringCheckpoint(_)
+            | StorageError::NotEmpty(_)
+            | StorageError::FailedRestoreFound { .. } => OBJECT_NOT_IN_PREREQUISITE_STATE,
             StorageError::InvalidTableName { .. } => INVALID_NAME,
             StorageError::InvalidDefinition { .. } => INVALID_DEFINITION,
             StorageError::InvalidData { reason, .. } if reason.contains("NULL") => NOT_NULL_VIOLATION,

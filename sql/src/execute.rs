@@ -69,19 +69,18 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
         }
         Command::BackupDatabase { wait } => {
             let ts = db.backup_start(*wait).await?;
-            rows(cmd, "BACKUP", vec![Arc::new(StringArray::from(vec![ts]))])
+            rows(cmd, "BACKUP", vec![text(&ts)])
         }
         Command::BackupEstimate => {
             let e = db.backup_estimate().await?;
-            let n = |v: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)])) };
             rows(
                 cmd,
                 "BACKUP",
                 vec![
-                    n(e.files_to_upload),
-                    n(e.bytes_to_upload),
-                    n(e.files_reused),
-                    n(e.bytes_reused),
+                    int(e.files_to_upload),
+                    int(e.bytes_to_upload),
+                    int(e.files_reused),
+                    int(e.bytes_reused),
                 ],
             )
         }
@@ -92,6 +91,51 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
                 notice: (!aborted).then(|| "no backup is running; nothing to abort".to_string()),
             })
         }
+        Command::RestoreTable(r) => {
+            let request = backup::TableRequest {
+                table: r.table.clone(),
+                target: r.target.clone(),
+                replace: r.replace,
+                partitions: r.bounds.clone().map(|b| backup::PartitionFilter {
+                    column: b.column.clone(),
+                    accept: Arc::new(move |start, end| b.overlaps(start, end)),
+                }),
+            };
+            let report = db.restore_table(r.timestamp.clone(), request).await?;
+            rows(
+                cmd,
+                "RESTORE",
+                vec![
+                    text(&r.target),
+                    text(&report.backup_timestamp),
+                    int(report.files),
+                    int(report.rows),
+                    int(report.bytes),
+                    int(report.fetched_bytes),
+                ],
+            )
+        }
+        Command::VerifyBackup { timestamp } => {
+            let report = db.verify_backup(timestamp.clone()).await?;
+            let details: Vec<String> = report
+                .problems
+                .iter()
+                .map(|p| format!("{}/{} ({}): {}", p.table, p.path, p.object, p.reason))
+                .collect();
+            rows(
+                cmd,
+                "VERIFY",
+                vec![
+                    text(&report.backup_timestamp),
+                    text(if report.ok() { "ok" } else { "corrupt" }),
+                    int(report.tables),
+                    int(report.files),
+                    int(report.bytes),
+                    int(report.problems.len() as u64),
+                    text(&details.join("\n")),
+                ],
+            )
+        }
         Command::CopyFrom(copy) => {
             let table = db
                 .storage()
@@ -101,6 +145,14 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
             Ok(Outcome::CopyIn { columns })
         }
     }
+}
+
+fn int(v: u64) -> ArrayRef {
+    Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)]))
+}
+
+fn text(v: &str) -> ArrayRef {
+    Arc::new(StringArray::from(vec![v]))
 }
 
 fn rows(cmd: &Command, tag: &'static str, columns: Vec<ArrayRef>) -> Result<Outcome, SqlError> {

@@ -44,6 +44,23 @@ pub enum Command {
     /// `BACKUP DATABASE ESTIMATE`
     BackupEstimate,
     BackupAbort,
+    /// `RESTORE TABLE t FROM BACKUP 'ts'|LATEST [AS t2] [WHERE ...] [WITH (policy = 'fail'|'replace')]`
+    RestoreTable(RestoreTable),
+    /// `VERIFY BACKUP 'ts'|LATEST`
+    VerifyBackup {
+        /// `None` for LATEST.
+        timestamp: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreTable {
+    pub table: String,
+    /// `None` for LATEST.
+    pub timestamp: Option<String>,
+    pub target: String,
+    pub replace: bool,
+    pub bounds: Option<TimeBounds>,
 }
 
 impl Command {
@@ -51,14 +68,32 @@ impl Command {
     pub fn result_schema(&self) -> Option<SchemaRef> {
         let fields = match self {
             Self::BackupDatabase { .. } => vec![Field::new("backup_timestamp", DataType::Utf8, false)],
-            Self::BackupEstimate => ["files_to_upload", "bytes_to_upload", "files_reused", "bytes_reused"]
-                .into_iter()
-                .map(|n| Field::new(n, DataType::Int64, false))
-                .collect(),
+            Self::BackupEstimate => int_fields(&["files_to_upload", "bytes_to_upload", "files_reused", "bytes_reused"]),
+            Self::RestoreTable(_) => {
+                let mut f = vec![
+                    Field::new("table_name", DataType::Utf8, false),
+                    Field::new("backup_timestamp", DataType::Utf8, false),
+                ];
+                f.extend(int_fields(&["files", "rows", "bytes", "fetched_bytes"]));
+                f
+            }
+            Self::VerifyBackup { .. } => {
+                let mut f = vec![
+                    Field::new("backup_timestamp", DataType::Utf8, false),
+                    Field::new("status", DataType::Utf8, false),
+                ];
+                f.extend(int_fields(&["tables", "files", "bytes", "problems"]));
+                f.push(Field::new("details", DataType::Utf8, false));
+                f
+            }
             _ => return None,
         };
         Some(Arc::new(Schema::new(fields)))
     }
+}
+
+fn int_fields(names: &[&str]) -> Vec<Field> {
+    names.iter().map(|n| Field::new(*n, DataType::Int64, false)).collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +126,22 @@ pub struct TimeBounds {
 }
 
 impl TimeBounds {
+    /// True if some instant of `[start, end)` satisfies the bounds.
+    pub fn overlaps(&self, start: i64, end: i64) -> bool {
+        let last = end.saturating_sub(1);
+        let lower_ok = match self.lower {
+            None => true,
+            Some((v, true)) => last >= v,
+            Some((v, false)) => last > v,
+        };
+        let upper_ok = match self.upper {
+            None => true,
+            Some((v, true)) => start <= v,
+            Some((v, false)) => start < v,
+        };
+        lower_ok && upper_ok
+    }
+
     /// True if every instant of `[start, end)` satisfies the bounds.
     pub fn covers(&self, start: i64, end: i64) -> bool {
         let lower_ok = match self.lower {
@@ -170,16 +221,8 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
             }
             Command::DropPartitionList { table, partitions }
         } else if c.eat_word("WHERE") {
-            let text: String = c.rest().iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
-            let expr = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&text)
-                .and_then(|mut p| p.parse_expr())
-                .map_err(|e| syntax(format!("DROP PARTITION WHERE: {e}")))?;
-            c.pos = toks.len();
-            Command::DropPartitionWhere {
-                table,
-                bounds: time_bounds(&expr)?,
-            }
+            let bounds = where_bounds(&mut c, "DROP PARTITION WHERE")?;
+            Command::DropPartitionWhere { table, bounds }
         } else {
             return Err(syntax("expected LIST or WHERE after DROP PARTITION"));
         }
@@ -195,6 +238,12 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
         Command::BackupAbort
     } else if c.eat_word("BACKUP") {
         return Err(syntax("expected BACKUP DATABASE [WAIT] or BACKUP ABORT"));
+    } else if c.eat_words(&["RESTORE", "TABLE"]) {
+        Command::RestoreTable(parse_restore_table(&mut c)?)
+    } else if c.eat_words(&["VERIFY", "BACKUP"]) {
+        Command::VerifyBackup {
+            timestamp: backup_timestamp(&mut c)?,
+        }
     } else if c.eat_words(&["CHECKPOINT", "CREATE"]) {
         Command::CheckpointCreate
     } else if c.eat_words(&["CHECKPOINT", "RELEASE"]) {
@@ -295,6 +344,83 @@ impl<'a> Cursor<'a> {
 
 fn describe(t: Option<&Token>) -> String {
     t.map_or("the end of the statement".to_string(), |t| format!("'{t}'"))
+}
+
+/// The time bounds of a `WHERE` condition running to the end of the statement or to a `WITH`.
+fn where_bounds(c: &mut Cursor<'_>, what: &str) -> Result<TimeBounds, SqlError> {
+    let rest = c.rest();
+    let end = rest
+        .iter()
+        .position(|t| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("WITH")))
+        .unwrap_or(rest.len());
+    let text: String = rest[..end]
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| syntax(format!("{what}: {e}")))?;
+    c.pos += end;
+    time_bounds(&expr)
+}
+
+/// `'2024-08-24T12:34:56.789123Z'` or `LATEST` (`None`).
+fn backup_timestamp(c: &mut Cursor<'_>) -> Result<Option<String>, SqlError> {
+    if c.eat_word("LATEST") {
+        return Ok(None);
+    }
+    c.string("backup timestamp (or LATEST)").map(Some)
+}
+
+fn parse_restore_table(c: &mut Cursor<'_>) -> Result<RestoreTable, SqlError> {
+    let table = c.ident("table name")?;
+    if !c.eat_words(&["FROM", "BACKUP"]) {
+        return Err(syntax(format!(
+            "expected FROM BACKUP '<timestamp>' | LATEST but found {}",
+            describe(c.peek())
+        )));
+    }
+    let timestamp = backup_timestamp(c)?;
+    let target = if c.eat_word("AS") {
+        c.ident("target table name")?
+    } else {
+        table.clone()
+    };
+    let bounds = if c.eat_word("WHERE") {
+        Some(where_bounds(c, "RESTORE TABLE ... WHERE")?)
+    } else {
+        None
+    };
+    let mut replace = false;
+    if c.eat_word("WITH") {
+        c.expect(&Token::LParen)?;
+        let key = c.ident("option name")?;
+        if key != "policy" {
+            return Err(SqlError::unsupported(format!(
+                "RESTORE TABLE option '{key}' is not supported (known: policy)"
+            )));
+        }
+        c.expect(&Token::Eq)?;
+        replace = match c.string("policy")?.to_ascii_lowercase().as_str() {
+            "fail" => false,
+            "replace" => true,
+            other => {
+                return Err(SqlError::invalid_value(format!(
+                    "policy '{other}' is not one of 'fail', 'replace'"
+                )));
+            }
+        };
+        c.expect(&Token::RParen)?;
+    }
+    Ok(RestoreTable {
+        table,
+        timestamp,
+        target,
+        replace,
+        bounds,
+    })
 }
 
 fn parse_create_table(c: &mut Cursor<'_>) -> Result<CreateTable, SqlError> {
@@ -475,7 +601,7 @@ fn time_bounds(expr: &Expr) -> Result<TimeBounds, SqlError> {
 fn add_bounds(expr: &Expr, b: &mut TimeBounds) -> Result<(), SqlError> {
     let unsupported = || {
         SqlError::unsupported(
-            "DROP PARTITION WHERE supports comparisons of the designated timestamp with timestamp literals \
+            "WHERE on partitions supports comparisons of the designated timestamp with timestamp literals \
              (<, <=, >, >=, BETWEEN), joined by AND",
         )
     };
@@ -532,9 +658,7 @@ fn flip(op: &BinaryOperator) -> Option<BinaryOperator> {
 
 fn set_column(b: &mut TimeBounds, col: String) -> Result<(), SqlError> {
     if !b.column.is_empty() && b.column != col {
-        return Err(SqlError::unsupported(
-            "DROP PARTITION WHERE may compare only one column",
-        ));
+        return Err(SqlError::unsupported("WHERE on partitions may compare only one column"));
     }
     b.column = col;
     Ok(())

@@ -24,6 +24,27 @@ pub struct DataFile {
     pub hash: String,
 }
 
+impl DataFile {
+    /// Refuses a record (from a commit or a backup manifest) whose path would leave
+    /// the table folder or does not lie in its partition's folder.
+    pub fn check_location(&self, table: &str) -> Result<()> {
+        let in_partition = self
+            .path
+            .strip_prefix(&self.partition)
+            .is_some_and(|rest| rest.starts_with('/'));
+        if check_rel_path(&self.path) && in_partition {
+            return Ok(());
+        }
+        Err(StorageError::InvalidData {
+            table: table.to_string(),
+            reason: format!(
+                "data file path '{}' is not a file of partition '{}' inside the table folder",
+                self.path, self.partition
+            ),
+        })
+    }
+}
+
 /// The content of `_commit.json`. Replaced atomically on every write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {

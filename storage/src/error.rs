@@ -24,6 +24,13 @@ pub enum StorageError {
     InvalidDefinition { table: String, reason: String },
     #[error("table '{table}': {reason}")]
     InvalidData { table: String, reason: String },
+    #[error("The local database is not empty. {0} already holds a database; a backup restores only into an empty root")]
+    NotEmpty(PathBuf),
+    #[error(
+        "Failed restore directory found: {dir} (the failed tables are listed in {file}); inspect them, then \
+         remove both to start or to retry the restore"
+    )]
+    FailedRestoreFound { dir: PathBuf, file: PathBuf },
     #[error("corrupt file {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("table '{table}': parquet error in {path}: {source}")]

@@ -94,7 +94,8 @@ impl TableMeta {
         Ok(meta)
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks names, types and the designated timestamp (also for definitions read from outside).
+    pub fn validate(&self) -> Result<()> {
         validate_table_name(&self.name)?;
         let bad = |reason: String| {
             Err(StorageError::InvalidDefinition {

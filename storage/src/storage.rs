@@ -94,6 +94,10 @@ impl Storage {
         &self.data_id
     }
 
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -281,7 +285,7 @@ fn load_or_create_data_id(db: &Path) -> Result<String> {
     }
 }
 
-fn write_meta(path: &Path, meta: &TableMeta) -> Result<()> {
+pub(crate) fn write_meta(path: &Path, meta: &TableMeta) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),

@@ -173,7 +173,7 @@ impl Table {
         lock(&self.pending).clone()
     }
 
-    fn add_pending(&self, rel: &str) {
+    pub(crate) fn add_pending(&self, rel: &str) {
         lock(&self.pending).insert(rel.to_string());
     }
 

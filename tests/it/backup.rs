@@ -7,7 +7,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use crate::harness::{Options, Server, Started, sqlstate, temp_root};
 
 /// backups() rows as maps of column -> text.
-async fn backups(c: &Client) -> Vec<std::collections::HashMap<String, Option<String>>> {
+pub(crate) async fn backups(c: &Client) -> Vec<std::collections::HashMap<String, Option<String>>> {
     c.simple_query("SELECT * FROM backups()")
         .await
         .unwrap()
@@ -25,11 +25,11 @@ async fn backups(c: &Client) -> Vec<std::collections::HashMap<String, Option<Str
         .collect()
 }
 
-fn field(row: &std::collections::HashMap<String, Option<String>>, name: &str) -> String {
+pub(crate) fn field(row: &std::collections::HashMap<String, Option<String>>, name: &str) -> String {
     row.get(name).cloned().flatten().unwrap_or_default()
 }
 
-fn instance_dir(store: &Path) -> PathBuf {
+pub(crate) fn instance_dir(store: &Path) -> PathBuf {
     std::fs::read_dir(store.join("_backup"))
         .unwrap()
         .flatten()
@@ -38,7 +38,7 @@ fn instance_dir(store: &Path) -> PathBuf {
         .path()
 }
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_in(dir: &Path) -> Vec<PathBuf> {
     fn walk(p: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
             if e.path().is_dir() {
@@ -53,7 +53,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn manifests(store: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn manifests(store: &Path) -> Vec<serde_json::Value> {
     let mut paths = files_in(&instance_dir(store).join("manifests"));
     paths.sort();
     paths
@@ -72,7 +72,7 @@ fn manifest_rows(m: &serde_json::Value) -> u64 {
         .sum()
 }
 
-fn store_opts(store: &Path) -> Options {
+pub(crate) fn store_opts(store: &Path) -> Options {
     Options::default().conf("backup.object.store", &format!("fs::root={};", store.display()))
 }
 

@@ -8,5 +8,6 @@ mod crash;
 mod ddl_and_errors;
 mod housekeeping;
 mod queries;
+mod restore;
 mod s3;
 mod security;

@@ -1,0 +1,123 @@
+//! Finding backups in a store: its instances, their complete backups, and the
+//! one a restore or verify asks for (by instance and timestamp, or the latest).
+
+use crate::error::{BackupError, Result, store_err};
+use crate::layout::{BACKUP_ROOT, data_id_key, format_timestamp};
+use crate::manifest::Manifest;
+use crate::retention::{complete_backups, read_manifest};
+use crate::store::Store;
+
+/// Which backup to use: `None` instance means "the only one in the store",
+/// `None` timestamp means the latest complete backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub instance: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+/// Names of every backup instance in the store, sorted.
+pub async fn instances(store: &Store) -> Result<Vec<String>> {
+    let prefix = store.key(BACKUP_ROOT);
+    let listing = store
+        .store
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .map_err(store_err(format!("listing {prefix}")))?;
+    let mut names: Vec<String> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The instance a selector names, checked against what the store holds.
+pub async fn resolve_instance(store: &Store, wanted: Option<&str>) -> Result<String> {
+    let all = instances(store).await?;
+    let listed = || {
+        if all.is_empty() {
+            "the store holds no backups".to_string()
+        } else {
+            format!("instances in the store: {}", all.join(", "))
+        }
+    };
+    match wanted {
+        Some(name) if all.iter().any(|n| n == name) => Ok(name.to_string()),
+        Some(name) => Err(BackupError::NotFound(format!(
+            "backup instance '{name}' not found in {}; {}",
+            store.display,
+            listed()
+        ))),
+        None => match all.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(BackupError::NotFound(format!("{} holds no backups", store.display))),
+            _ => Err(BackupError::NotFound(format!(
+                "{} holds several backup instances; choose one with backup.instance.name ({})",
+                store.display,
+                listed()
+            ))),
+        },
+    }
+}
+
+/// Parses a backup timestamp as shown by `backups()` (RFC 3339, UTC).
+pub fn parse_backup_timestamp(text: &str) -> Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_micros())
+        .map_err(|_| {
+            BackupError::NotFound(format!(
+                "'{text}' is not a backup timestamp; use the form 2024-08-24T12:34:56.789123Z"
+            ))
+        })
+}
+
+/// The manifest of the selected complete backup, parsed and checked, after
+/// checking that the instance's data id matches the manifest's.
+pub async fn locate(store: &Store, selector: &Selector) -> Result<Manifest> {
+    let instance = resolve_instance(store, selector.instance.as_deref()).await?;
+    let complete = complete_backups(store, &instance).await?;
+    let micros = match &selector.timestamp {
+        None => *complete
+            .first()
+            .ok_or_else(|| BackupError::NotFound(format!("instance '{instance}' has no complete backup")))?,
+        Some(text) => {
+            let wanted = parse_backup_timestamp(text)?;
+            if !complete.contains(&wanted) {
+                let list: Vec<String> = complete.iter().map(|m| format_timestamp(*m)).collect();
+                return Err(BackupError::NotFound(format!(
+                    "no complete backup at {text} in instance '{instance}'; complete backups: {}",
+                    if list.is_empty() {
+                        "none".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                )));
+            }
+            wanted
+        }
+    };
+    let manifest = read_manifest(store, &instance, micros).await?;
+    if manifest.instance != instance || manifest.backup_micros != micros {
+        return Err(BackupError::BadManifest {
+            key: store.key(&crate::layout::manifest_key(&instance, micros)).to_string(),
+            reason: format!(
+                "describes backup {} of instance '{}'",
+                manifest.backup_timestamp, manifest.instance
+            ),
+        });
+    }
+    let key = store.key(&data_id_key(&instance));
+    let stored = store.read(&key).await?;
+    let stored = String::from_utf8_lossy(&stored).trim().to_string();
+    if stored != manifest.data_id {
+        return Err(BackupError::BadManifest {
+            key: key.to_string(),
+            reason: format!(
+                "the instance's data id {stored} differs from the manifest's {}",
+                manifest.data_id
+            ),
+        });
+    }
+    Ok(manifest)
+}

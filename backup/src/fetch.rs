@@ -1,0 +1,135 @@
+//! Downloading a backed-up file: streamed from the store, decompressed, hashed
+//! and counted on the way to disk, so memory stays bounded and a corrupt or
+//! truncated object is caught before anything uses the file.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::sync::mpsc;
+
+use crate::error::{BackupError, Result, store_err};
+use crate::layout::instance_dir;
+use crate::manifest::{BackedUpFile, Codec};
+use crate::store::Store;
+
+/// Files downloaded at once.
+pub(crate) const FETCH_CONCURRENCY: usize = 4;
+/// Chunks buffered between the network and the decompressing writer.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Fetches one file into `dest`, checking its size and blake3 against the manifest.
+/// On any error `dest` is removed. Returns the stored (compressed) bytes fetched.
+pub(crate) async fn fetch_file(store: &Store, instance: &str, f: &BackedUpFile, dest: PathBuf) -> Result<u64> {
+    let key = store.key(&format!("{}/{}", instance_dir(instance), f.object));
+    let got = store.store.get(&key).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => BackupError::BadObject {
+            key: key.to_string(),
+            reason: "missing from the store".into(),
+        },
+        e => store_err(format!("reading {key}"))(e),
+    })?;
+    let mut stream = got.into_stream();
+    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let (file, codec, target, key_text) = (f.clone(), f.codec, dest.clone(), key.to_string());
+    let writer = tokio::task::spawn_blocking(move || write_verified(rx, codec, &file, &target, &key_text));
+    let mut fetched = 0u64;
+    let mut failure = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                fetched += c.len() as u64;
+                if tx.send(c).await.is_err() {
+                    break; // the writer stopped: its error says why
+                }
+            }
+            Err(e) => {
+                failure = Some(store_err(format!("reading {key}"))(e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(|e| BackupError::Other(e.to_string()))?;
+    let result = match (failure, written) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(())) => Ok(fetched),
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(&dest);
+    }
+    result
+}
+
+/// Counts and hashes what is written through it, refusing more than `limit` bytes.
+struct Verifier<W> {
+    out: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+    limit: u64,
+}
+
+impl<W: Write> Write for Verifier<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes + buf.len() as u64 > self.limit {
+            return Err(std::io::Error::other(
+                "the object holds more data than the manifest records",
+            ));
+        }
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn write_verified(mut rx: mpsc::Receiver<Bytes>, codec: Codec, f: &BackedUpFile, dest: &Path, key: &str) -> Result<()> {
+    let bad = |reason: String| BackupError::BadObject {
+        key: key.to_string(),
+        reason,
+    };
+    let io = |what: &str, e: std::io::Error| BackupError::Other(format!("{what} {}: {e}", dest.display()));
+    let file = std::fs::File::create(dest).map_err(|e| io("creating", e))?;
+    let mut sink = Verifier {
+        out: std::io::BufWriter::with_capacity(1 << 20, file),
+        hasher: blake3::Hasher::new(),
+        bytes: 0,
+        limit: f.file.bytes,
+    };
+    let copied = match codec {
+        Codec::Raw => (|| {
+            while let Some(chunk) = rx.blocking_recv() {
+                sink.write_all(&chunk)?;
+            }
+            Ok(())
+        })(),
+        Codec::Zst => (|| {
+            let mut decoder = zstd::stream::write::Decoder::new(&mut sink)?;
+            while let Some(chunk) = rx.blocking_recv() {
+                decoder.write_all(&chunk)?;
+            }
+            decoder.flush()
+        })(),
+    };
+    copied.map_err(|e: std::io::Error| bad(format!("cannot be decoded: {e}")))?;
+    if sink.bytes != f.file.bytes {
+        return Err(bad(format!(
+            "decodes to {} bytes, the manifest records {} (truncated object?)",
+            sink.bytes, f.file.bytes
+        )));
+    }
+    let hash = sink.hasher.finalize().to_hex().to_string();
+    if hash != f.file.hash {
+        return Err(bad(format!(
+            "content hash {hash} differs from the manifest's {} (corrupt object)",
+            f.file.hash
+        )));
+    }
+    let file = sink.out.into_inner().map_err(|e| io("writing", e.into_error()))?;
+    file.sync_all().map_err(|e| io("fsync", e))
+}

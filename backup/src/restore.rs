@@ -1,0 +1,337 @@
+//! Restoring backups: a whole database into an empty root (the `_backup_restore`
+//! trigger and `strata restore`), or one table into a running database.
+//!
+//! ```text
+//! locate manifest ──► check data id, format, disk space (nothing written yet)
+//!                 ──► fetch files in parallel, each verified (size, blake3, Parquet footer)
+//!                 ──► whole database: build ROOT/.restore_staging/db, rename to ROOT/db
+//!                     one table:      build db/.creating-…, rename or swap in one commit
+//! ```
+//! A failed whole-database restore moves what it built to `ROOT/.restore_failed/`
+//! and lists the failed tables in `ROOT/_restore_failed`.
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
+use storage::{DatabaseBuild, Install, Storage, TableBuild, TableMeta};
+
+use crate::catalog::{Selector, locate};
+use crate::error::{BackupError, Result};
+use crate::fetch::{FETCH_CONCURRENCY, fetch_file};
+use crate::instance::INSTANCE_NAME_FILE;
+use crate::manifest::{BackedUpFile, Manifest, TableEntry};
+use crate::store::Store;
+
+/// Called with (bytes restored so far, bytes in total) as files complete.
+pub type OnProgress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+/// Turns progress callbacks into one report per `step` percent, for logs and
+/// non-terminal output.
+#[derive(Debug)]
+pub struct PercentSteps {
+    step: u64,
+    last: AtomicU64,
+}
+
+impl PercentSteps {
+    pub fn new(step: u64) -> Self {
+        Self {
+            step: step.clamp(1, 100),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// The percentage reached when `done` crosses into a new step, else `None`.
+    pub fn crossed(&self, done: u64, total: u64) -> Option<u64> {
+        let percent = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+        let reached = percent / self.step * self.step;
+        (self.last.fetch_max(reached, Ordering::Relaxed) < reached).then_some(reached)
+    }
+}
+
+/// What a restore brought back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub instance: String,
+    pub backup_timestamp: String,
+    pub tables: Vec<String>,
+    pub files: u64,
+    pub rows: u64,
+    /// Bytes of data files restored.
+    pub bytes: u64,
+    /// Bytes fetched from the store (compressed).
+    pub fetched_bytes: u64,
+}
+
+/// Room kept free beyond the backup's size when restoring.
+const DISK_MARGIN: u64 = 16 << 20;
+
+/// Restores the selected backup into `root`, whose database must be empty.
+pub async fn restore_database(
+    store: &Store,
+    selector: &Selector,
+    root: &Path,
+    on_progress: OnProgress<'_>,
+) -> Result<RestoreReport> {
+    storage::check_restorable(root)?;
+    let manifest = locate(store, selector).await?;
+    std::fs::create_dir_all(root).map_err(|e| BackupError::Other(format!("creating {}: {e}", root.display())))?;
+    let need = manifest.bytes() + DISK_MARGIN;
+    let free = storage::available_space(root)?;
+    if free < need {
+        return Err(BackupError::Other(format!(
+            "not enough disk space in {}: the backup needs {need} bytes, {free} are free",
+            root.display()
+        )));
+    }
+    let build = DatabaseBuild::begin(root)?;
+    let counter = Counter::new(manifest.bytes(), on_progress);
+    let mut report = report_for(&manifest);
+    let mut failed = Vec::new();
+    for entry in &manifest.tables {
+        let name = entry.meta.name.clone();
+        let files: Vec<&BackedUpFile> = entry.files.iter().collect();
+        let outcome = match build.table(entry.meta.clone()) {
+            Ok(table) => fetch_table(store, &manifest.instance, table, &files, &counter).await,
+            Err(e) => Err(e.into()),
+        };
+        let sealed = match outcome {
+            Ok((table, fetched)) => {
+                report.fetched_bytes += fetched;
+                build
+                    .finish_table(table, entry.commit_version)
+                    .map_err(BackupError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sealed {
+            tracing::error!("restore of table '{name}' failed: {e}");
+            failed.push((name, e.to_string()));
+        }
+    }
+    if !failed.is_empty() {
+        let dir = build.fail(&failed)?;
+        let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        let first = &failed[0];
+        return Err(BackupError::Restore(format!(
+            "restore of backup {} failed for table(s) {} (first error, table '{}': {}); what was restored is in {} \
+             and the failed tables are listed in {}",
+            manifest.backup_timestamp,
+            names.join(", "),
+            first.0,
+            first.1,
+            dir.display(),
+            root.join(storage::RESTORE_FAILED_FILE).display()
+        )));
+    }
+    build.finish(&manifest.data_id, &[(INSTANCE_NAME_FILE, manifest.instance.as_bytes())])?;
+    Ok(report)
+}
+
+fn report_for(m: &Manifest) -> RestoreReport {
+    RestoreReport {
+        instance: m.instance.clone(),
+        backup_timestamp: m.backup_timestamp.clone(),
+        tables: m.tables.iter().map(|t| t.meta.name.clone()).collect(),
+        files: m.tables.iter().map(|t| t.files.len() as u64).sum(),
+        rows: m.rows(),
+        bytes: m.bytes(),
+        fetched_bytes: 0,
+    }
+}
+
+/// Progress across concurrent fetches.
+pub(crate) struct Counter<'a> {
+    done: AtomicU64,
+    total: u64,
+    on_progress: OnProgress<'a>,
+}
+
+impl<'a> Counter<'a> {
+    pub(crate) fn new(total: u64, on_progress: OnProgress<'a>) -> Self {
+        on_progress(0, total);
+        Self {
+            done: AtomicU64::new(0),
+            total,
+            on_progress,
+        }
+    }
+
+    pub(crate) fn add(&self, bytes: u64) {
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        (self.on_progress)(done, self.total);
+    }
+}
+
+/// Fetches `files` into the table being built and checks each one; returns the
+/// table and the stored bytes fetched.
+async fn fetch_table(
+    store: &Store,
+    instance: &str,
+    mut table: TableBuild,
+    files: &[&BackedUpFile],
+    counter: &Counter<'_>,
+) -> Result<(TableBuild, u64)> {
+    let mut targets = Vec::with_capacity(files.len());
+    for f in files {
+        targets.push(((*f).clone(), table.file_path(&f.file)?));
+    }
+    let fetched: Vec<u64> = futures::stream::iter(targets.into_iter().map(|(f, path)| async move {
+        let n = fetch_file(store, instance, &f, path).await?;
+        counter.add(f.file.bytes);
+        Ok::<_, BackupError>(n)
+    }))
+    .buffer_unordered(FETCH_CONCURRENCY)
+    .try_collect()
+    .await?;
+    let records: Vec<_> = files.iter().map(|f| f.file.clone()).collect();
+    let table = tokio::task::spawn_blocking(move || -> Result<TableBuild> {
+        for r in records {
+            table.add_file(r)?;
+        }
+        Ok(table)
+    })
+    .await
+    .map_err(|e| BackupError::Other(e.to_string()))??;
+    Ok((table, fetched.iter().sum()))
+}
+
+/// `RESTORE TABLE`: what to restore and how to publish it.
+#[derive(Clone)]
+pub struct TableRequest {
+    pub table: String,
+    /// The name to restore as (the table's own name when the same).
+    pub target: String,
+    pub replace: bool,
+    /// Only the partitions a `WHERE` on the designated timestamp selects (all when `None`).
+    pub partitions: Option<PartitionFilter>,
+}
+
+/// Chooses partitions by their time range `[start, end)`.
+#[derive(Clone)]
+pub struct PartitionFilter {
+    /// The column the `WHERE` compares; must be the table's designated timestamp.
+    pub column: String,
+    pub accept: Arc<dyn Fn(i64, i64) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for TableRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableRequest")
+            .field("table", &self.table)
+            .field("target", &self.target)
+            .field("replace", &self.replace)
+            .field("partitions", &self.partitions.as_ref().map(|p| &p.column))
+            .finish()
+    }
+}
+
+/// Restores one table of the selected backup (of this database's instance) into
+/// the running `storage`. A failure leaves any existing table untouched.
+pub async fn restore_table(
+    store: &Store,
+    selector: &Selector,
+    request: &TableRequest,
+    storage: &Arc<Storage>,
+) -> Result<RestoreReport> {
+    let manifest = locate(store, selector).await?;
+    let entry = manifest
+        .tables
+        .iter()
+        .find(|t| t.meta.name == request.table)
+        .ok_or_else(|| {
+            let names: Vec<&str> = manifest.tables.iter().map(|t| t.meta.name.as_str()).collect();
+            BackupError::NotFound(format!(
+                "table '{}' is not in backup {}; it holds: {}",
+                request.table,
+                manifest.backup_timestamp,
+                if names.is_empty() {
+                    "no tables".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })?;
+    let (files, mut partitions) = select_partitions(entry, request)?;
+    match (storage.table(&request.target), &request.partitions) {
+        (Some(_), _) if !request.replace => {
+            return Err(storage::StorageError::TableExists(request.target.clone()).into());
+        }
+        // Replacing a time range: the range's partitions absent from the backup go too.
+        (Some(existing), Some(filter)) => partitions.extend(
+            existing
+                .partitions()
+                .into_iter()
+                .filter(|(_, (start, end))| (filter.accept)(*start, *end))
+                .map(|(p, _)| p),
+        ),
+        _ => {}
+    }
+    let meta = TableMeta {
+        name: request.target.clone(),
+        ..entry.meta.clone()
+    };
+    let total: u64 = files.iter().map(|f| f.file.bytes).sum();
+    let counter = Counter::new(total, &|_, _| {});
+    let s = storage.clone();
+    let build = tokio::task::spawn_blocking(move || s.begin_table_build(meta))
+        .await
+        .map_err(|e| BackupError::Other(e.to_string()))??;
+    let (build, fetched) = fetch_table(store, &manifest.instance, build, &files, &counter).await?;
+    let how = if request.replace {
+        Install::Replace {
+            only_partitions: request.partitions.as_ref().map(|_| partitions.clone()),
+        }
+    } else {
+        Install::Create
+    };
+    let s = storage.clone();
+    tokio::task::spawn_blocking(move || s.install_table(build, how))
+        .await
+        .map_err(|e| BackupError::Other(e.to_string()))??;
+    Ok(RestoreReport {
+        instance: manifest.instance.clone(),
+        backup_timestamp: manifest.backup_timestamp.clone(),
+        tables: vec![request.target.clone()],
+        files: files.len() as u64,
+        rows: files.iter().map(|f| f.file.rows).sum(),
+        bytes: total,
+        fetched_bytes: fetched,
+    })
+}
+
+/// The files of the partitions a request selects, and those partitions' names.
+fn select_partitions<'a>(
+    entry: &'a TableEntry,
+    request: &TableRequest,
+) -> Result<(Vec<&'a BackedUpFile>, BTreeSet<String>)> {
+    let Some(filter) = &request.partitions else {
+        let names = entry.files.iter().map(|f| f.file.partition.clone()).collect();
+        return Ok((entry.files.iter().collect(), names));
+    };
+    if entry.meta.timestamp.as_deref() != Some(filter.column.as_str()) {
+        return Err(BackupError::NotFound(match &entry.meta.timestamp {
+            Some(ts) => format!(
+                "RESTORE TABLE ... WHERE must compare the designated timestamp '{ts}' of table '{}', not '{}'",
+                entry.meta.name, filter.column
+            ),
+            None => format!(
+                "table '{}' has no designated timestamp, so no partitions to choose with WHERE",
+                entry.meta.name
+            ),
+        }));
+    }
+    let by = entry.meta.partition_by;
+    let chosen: Vec<&BackedUpFile> = entry
+        .files
+        .iter()
+        .filter(|f| {
+            by.range(&f.file.partition)
+                .is_some_and(|(start, end)| (filter.accept)(start, end))
+        })
+        .collect();
+    let names = chosen.iter().map(|f| f.file.partition.clone()).collect();
+    Ok((chosen, names))
+}

@@ -1,0 +1,129 @@
+//! Restore at startup from the `ROOT/_backup_restore` trigger file.
+//!
+//! The trigger is a properties file naming the backup: `backup.object.store`
+//! (else server.conf's), `backup.instance.name` (needed only when the store holds
+//! several), `backup.restore.timestamp` (else the latest complete backup). The
+//! restore runs before storage opens; the trigger is removed only after the
+//! restored database is in place, so a crash at any point either repeats the
+//! restore or finds it complete. A failure leaves the trigger and the failure
+//! artifacts (`.restore_failed/`, `_restore_failed`) and stops the start.
+use std::collections::HashMap;
+use std::path::Path;
+
+use backup::{Selector, Store};
+
+use crate::backups::{BackupSettings, backup_err};
+use crate::config::ConfigError;
+use crate::error::{EngineError, Result};
+
+pub const BACKUP_RESTORE_TRIGGER: &str = "_backup_restore";
+
+const TRIGGER_KEYS: &[&str] = &[
+    "backup.object.store",
+    "backup.instance.name",
+    "backup.restore.timestamp",
+];
+
+/// The store connection string in effect: configured, or `ROOT/backups` (with a warning).
+pub(crate) fn store_connection(root: &Path, settings: &BackupSettings) -> String {
+    match &settings.object_store {
+        Some(c) => c.expose().to_string(),
+        None => {
+            let dir = root.join("backups");
+            tracing::warn!(
+                "backup.object.store is not set: backups go to {} on the same disk as the database",
+                dir.display()
+            );
+            format!("fs::root={};", dir.display())
+        }
+    }
+}
+
+/// Runs the restore a `_backup_restore` trigger asks for, if there is one.
+pub(crate) async fn apply_backup_restore_trigger(root: &Path, settings: &BackupSettings) -> Result<()> {
+    let trigger = root.join(BACKUP_RESTORE_TRIGGER);
+    storage::check_no_failed_restore(root)?;
+    if !trigger.exists() {
+        storage::clear_restored_marker(root)?;
+        return Ok(());
+    }
+    if root.join(crate::checkpoint::RESTORE_TRIGGER).exists() {
+        return Err(EngineError::State(format!(
+            "both {} and {} exist; remove the one you do not mean",
+            trigger.display(),
+            root.join(crate::checkpoint::RESTORE_TRIGGER).display()
+        )));
+    }
+    if storage::restored_marker(root) {
+        tracing::info!(
+            "the restore asked for by {} had completed; removing it",
+            trigger.display()
+        );
+        return finish(root, &trigger);
+    }
+    let props = read_trigger(&trigger)?;
+    let conn = match props.get("backup.object.store") {
+        Some(c) => c.clone(),
+        None => store_connection(root, settings),
+    };
+    let store = Store::open(&conn).map_err(backup_err)?;
+    let selector = Selector {
+        instance: props.get("backup.instance.name").cloned(),
+        timestamp: props.get("backup.restore.timestamp").cloned(),
+    };
+    tracing::info!(
+        "restoring {} from {} ({})",
+        root.display(),
+        store.display,
+        trigger.display()
+    );
+    let steps = backup::PercentSteps::new(10);
+    let log_progress = |done: u64, total: u64| {
+        if let Some(p) = steps.crossed(done, total) {
+            tracing::info!("restore: {p}% ({done} of {total} bytes)");
+        }
+    };
+    let report = backup::restore_database(&store, &selector, root, &log_progress)
+        .await
+        .map_err(|e| EngineError::Backup(format!("restore from {} failed: {e}", trigger.display())))?;
+    tracing::info!(
+        instance = %report.instance,
+        tables = ?report.tables,
+        files = report.files,
+        rows = report.rows,
+        bytes = report.bytes,
+        "restored backup {}",
+        report.backup_timestamp
+    );
+    finish(root, &trigger)
+}
+
+/// Removes the trigger, then the completion marker (a crash between the two is
+/// recognised at the next start).
+fn finish(root: &Path, trigger: &Path) -> Result<()> {
+    std::fs::remove_file(trigger).map_err(|source| storage::StorageError::Io {
+        context: format!("removing {}", trigger.display()),
+        source,
+    })?;
+    storage::fsync_dir(root)?;
+    storage::clear_restored_marker(root)?;
+    Ok(())
+}
+
+fn read_trigger(path: &Path) -> Result<HashMap<String, String>> {
+    let read_err = |reason: String| ConfigError::Read {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
+    let props: HashMap<String, String> = java_properties::read(std::io::BufReader::new(file))
+        .map_err(|e| read_err(e.to_string()))?
+        .into_iter()
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if let Some(k) = props.keys().find(|k| !TRIGGER_KEYS.contains(&k.as_str())) {
+        return Err(read_err(format!("unknown key '{k}' (known: {})", TRIGGER_KEYS.join(", "))).into());
+    }
+    Ok(props)
+}
