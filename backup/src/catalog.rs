@@ -18,11 +18,14 @@ pub struct Selector {
 /// Names of every backup instance in the store, sorted.
 pub async fn instances(store: &Store) -> Result<Vec<String>> {
     let prefix = store.key(BACKUP_ROOT);
-    let listing = store
-        .store
-        .list_with_delimiter(Some(&prefix))
-        .await
-        .map_err(store_err(format!("listing {prefix}")))?;
+    let listing = crate::retry::with_retry(&format!("listing {prefix}"), || async {
+        store
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(store_err(format!("listing {prefix}")))
+    })
+    .await?;
     let mut names: Vec<String> = listing
         .common_prefixes
         .iter()

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::error::{BackupError, Result, store_err};
 use crate::layout::instance_dir;
 use crate::manifest::{BackedUpFile, Codec};
+use crate::retry::with_retry;
 use crate::store::Store;
 
 /// Files downloaded at once.
@@ -19,9 +20,17 @@ pub(crate) const FETCH_CONCURRENCY: usize = 4;
 /// Chunks buffered between the network and the decompressing writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// Fetches one file into `dest`, checking its size and blake3 against the manifest.
-/// On any error `dest` is removed. Returns the stored (compressed) bytes fetched.
+/// Fetches one file into `dest`, checking its size and blake3 against the manifest;
+/// transient store failures are retried. On any error `dest` is removed. Returns
+/// the stored (compressed) bytes fetched.
 pub(crate) async fn fetch_file(store: &Store, instance: &str, f: &BackedUpFile, dest: PathBuf) -> Result<u64> {
+    with_retry(&format!("fetching {}", f.object), || {
+        fetch_once(store, instance, f, dest.clone())
+    })
+    .await
+}
+
+async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathBuf) -> Result<u64> {
     let key = store.key(&format!("{}/{}", instance_dir(instance), f.object));
     let got = store.store.get(&key).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => BackupError::BadObject {

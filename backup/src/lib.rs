@@ -13,6 +13,8 @@
 
 mod catalog;
 mod error;
+#[cfg(test)]
+mod fault_tests;
 mod fetch;
 mod history;
 mod instance;
@@ -20,6 +22,7 @@ pub mod layout;
 mod manifest;
 mod restore;
 mod retention;
+mod retry;
 mod run;
 mod store;
 mod throttle;
@@ -42,18 +45,13 @@ pub use store::{Store, redact};
 pub use throttle::Limits;
 pub use verify::{Problem, VerifyReport, verify};
 
-use futures::TryStreamExt;
-
 /// Every history record of `instance` in the store, newest first.
 pub async fn load_history(store: &Store, instance: &str) -> Result<Vec<BackupRecord>> {
-    let prefix = store.key(&layout::history_dir(instance));
-    let keys: Vec<_> = store
-        .store
-        .list(Some(&prefix))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .map_err(error::store_err(format!("listing {prefix}")))?;
+    let keys = store
+        .list(&layout::history_dir(instance))
+        .await?
+        .into_iter()
+        .map(|m| m.location);
     let mut out = Vec::new();
     for key in keys {
         let bytes = store.read(&key).await?;

@@ -6,7 +6,6 @@
 //! this cleanup could mistake for garbage.
 use std::collections::HashSet;
 
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
 use crate::error::{Result, store_err};
@@ -23,16 +22,11 @@ pub struct CleanupReport {
 
 /// Micros of every complete backup (those with a manifest), newest first.
 pub async fn complete_backups(store: &Store, instance: &str) -> Result<Vec<i64>> {
-    let prefix = store.key(&manifests_dir(instance));
     let mut all: Vec<i64> = store
-        .store
-        .list(Some(&prefix))
-        .map_ok(|m| micros_of(m.location.as_ref()))
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(store_err(format!("listing {prefix}")))?
-        .into_iter()
-        .flatten()
+        .list(&manifests_dir(instance))
+        .await?
+        .iter()
+        .filter_map(|m| micros_of(m.location.as_ref()))
         .collect();
     all.sort_unstable_by(|a, b| b.cmp(a));
     Ok(all)
@@ -69,15 +63,12 @@ pub async fn cleanup(store: &Store, instance: &str, keep_latest: usize) -> Resul
     }
     let oldest_kept = keep.last().copied().unwrap_or(i64::MAX);
     let base_len = store.key(&instance_dir(instance)).as_ref().len() + 1;
-    let history = store.key(&history_dir(instance));
-    let old_history: Vec<_> = store
-        .store
-        .list(Some(&history))
-        .try_filter(|m| futures::future::ready(micros_of(m.location.as_ref()).is_some_and(|t| t < oldest_kept)))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .map_err(store_err(format!("listing {history}")))?;
+    let old_history = store
+        .list(&history_dir(instance))
+        .await?
+        .into_iter()
+        .filter(|m| micros_of(m.location.as_ref()).is_some_and(|t| t < oldest_kept))
+        .map(|m| m.location);
     for key in old_history {
         store
             .store
@@ -85,14 +76,7 @@ pub async fn cleanup(store: &Store, instance: &str, keep_latest: usize) -> Resul
             .await
             .map_err(store_err(format!("deleting {key}")))?;
     }
-    let files = store.key(&files_dir(instance));
-    let objects: Vec<_> = store
-        .store
-        .list(Some(&files))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .map_err(store_err(format!("listing {files}")))?;
+    let objects = store.list(&files_dir(instance)).await?.into_iter().map(|m| m.location);
     for key in objects {
         let name = key.as_ref().get(base_len..).unwrap_or_default();
         if !referenced.contains(name) {

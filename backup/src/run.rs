@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use storage::Snapshot;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,7 @@ use crate::error::{BackupError, Result, store_err};
 use crate::history::{BackupRecord, Status};
 use crate::layout::{files_dir, format_timestamp, history_key, instance_dir, manifest_key, object_name};
 use crate::manifest::{BackedUpFile, Codec, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
+use crate::retry::with_retry;
 use crate::store::Store;
 use crate::throttle::Limits;
 
@@ -60,13 +61,8 @@ pub(crate) fn update(progress: &Progress, f: impl FnOnce(&mut BackupRecord)) -> 
 /// Writes a history record (best effort is not enough: errors are returned).
 pub async fn put_history(store: &Store, record: &BackupRecord) -> Result<()> {
     let key = store.key(&history_key(&record.instance, record.backup_micros));
-    let bytes = serde_json::to_vec(record).map_err(|e| BackupError::Other(e.to_string()))?;
-    store
-        .store
-        .put(&key, PutPayload::from(bytes))
-        .await
-        .map_err(store_err(format!("writing {key}")))?;
-    Ok(())
+    let bytes = Bytes::from(serde_json::to_vec(record).map_err(|e| BackupError::Other(e.to_string()))?);
+    put_small(store, &key, bytes).await
 }
 
 /// A fresh record for a backup about to start.
@@ -96,21 +92,18 @@ pub fn new_record(job: &BackupJob, now_micros: i64) -> BackupRecord {
 
 /// Object names (relative to the instance folder) already in the store, with their sizes.
 pub(crate) async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<String, u64>> {
-    let prefix = store.key(&files_dir(instance));
-    let base = store.key(&instance_dir(instance));
-    let base_len = base.as_ref().len() + 1;
-    store
-        .store
-        .list(Some(&prefix))
-        .map_ok(|m| {
+    let base_len = store.key(&instance_dir(instance)).as_ref().len() + 1;
+    Ok(store
+        .list(&files_dir(instance))
+        .await?
+        .into_iter()
+        .map(|m| {
             (
                 m.location.as_ref().get(base_len..).unwrap_or_default().to_string(),
                 m.size,
             )
         })
-        .try_collect::<HashMap<String, u64>>()
-        .await
-        .map_err(store_err(format!("listing {prefix}")))
+        .collect())
 }
 
 /// What a backup now would upload and reuse (`BACKUP DATABASE ESTIMATE`).
@@ -252,11 +245,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     let key = job.store.key(&manifest_key(&job.instance, job.backup_micros));
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
     // One PUT: object stores make it visible whole or not at all.
-    job.store
-        .store
-        .put(&key, PutPayload::from(bytes))
-        .await
-        .map_err(store_err(format!("writing manifest {key}")))?;
+    put_small(&job.store, &key, Bytes::from(bytes)).await?;
     Ok(manifest)
 }
 
@@ -290,24 +279,40 @@ async fn upload_file(
     .await
     .map_err(|e| BackupError::Other(e.to_string()))??;
     drop(slot);
-    limits.pace(body.len() as u64).await;
     let object = object_name(hash, codec);
     let key = store.key(&format!("{}/{object}", instance_dir(instance)));
     let stored = body.len() as u64;
-    put_object(store, &key, Bytes::from(body)).await?;
+    put_object(store, &key, Bytes::from(body), limits).await?;
     Ok((object, codec, stored))
 }
 
-/// PUT, or a multipart upload for large bodies.
-async fn put_object(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
-    if body.len() <= MULTIPART_THRESHOLD {
+/// One PUT, retried on transient failures.
+async fn put_small(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
+    with_retry(&format!("writing {key}"), || async {
         store
             .store
-            .put(key, PutPayload::from(body))
+            .put(key, PutPayload::from(body.clone()))
             .await
-            .map_err(store_err(format!("uploading {key}")))?;
-        return Ok(());
+            .map(|_| ())
+            .map_err(store_err(format!("writing {key}")))
+    })
+    .await
+}
+
+/// PUT, or a multipart upload for large bodies, paced part by part under the
+/// bandwidth limit; retried on transient failures.
+async fn put_object(store: &Store, key: &object_store::path::Path, body: Bytes, limits: &Limits) -> Result<()> {
+    if body.len() <= MULTIPART_THRESHOLD {
+        limits.pace(body.len() as u64).await;
+        return put_small(store, key, body).await;
     }
+    with_retry(&format!("uploading {key}"), || {
+        put_multipart(store, key, body.clone(), limits)
+    })
+    .await
+}
+
+async fn put_multipart(store: &Store, key: &object_store::path::Path, body: Bytes, limits: &Limits) -> Result<()> {
     let upload = store
         .store
         .put_multipart(key)
@@ -318,6 +323,7 @@ async fn put_object(store: &Store, key: &object_store::path::Path, body: Bytes) 
         w.wait_for_capacity(UPLOAD_CONCURRENCY)
             .await
             .map_err(store_err(format!("uploading {key}")))?;
+        limits.pace(chunk.len() as u64).await;
         w.write(chunk);
     }
     w.finish()

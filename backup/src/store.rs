@@ -75,6 +75,20 @@ pub fn redact(conn: &str) -> String {
     }
 }
 
+/// The S3 client's own request retries, kept short: `retry::with_retry` retries
+/// whole operations (including streamed bodies) on top of these.
+fn client_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
 fn bool_option(opts: &BTreeMap<String, String>, name: &str) -> Result<bool> {
     match opts.get(name).map(|v| v.to_ascii_lowercase()) {
         None => Ok(false),
@@ -98,6 +112,7 @@ impl Store {
                 return Err(bad("s3:// URL without a bucket"));
             }
             let s3 = AmazonS3Builder::from_env()
+                .with_retry(client_retries())
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| bad(format!("cannot configure S3: {e}")))?;
@@ -142,6 +157,7 @@ impl Store {
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| bad("s3 store needs bucket=NAME"))?;
                 let mut b = AmazonS3Builder::new()
+                    .with_retry(client_retries())
                     .with_bucket_name(bucket)
                     .with_region(opts.get("region").map_or("us-east-1", String::as_str))
                     .with_allow_http(bool_option(&opts, "allow_http")?)
@@ -186,12 +202,30 @@ impl Store {
     }
 
     /// Reads a whole (small) object: manifests, history records, the data id.
+    /// Transient failures are retried.
     pub async fn read(&self, key: &Path) -> Result<bytes::Bytes> {
         let context = || format!("reading {key}");
-        let got = object_store::ObjectStoreExt::get(&*self.store, key)
-            .await
-            .map_err(crate::error::store_err(context()))?;
-        got.bytes().await.map_err(crate::error::store_err(context()))
+        crate::retry::with_retry(&context(), || async {
+            let got = object_store::ObjectStoreExt::get(&*self.store, key)
+                .await
+                .map_err(crate::error::store_err(context()))?;
+            got.bytes().await.map_err(crate::error::store_err(context()))
+        })
+        .await
+    }
+
+    /// Every object under `rest` (listing retried on transient failures).
+    pub async fn list(&self, rest: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        use futures::TryStreamExt;
+        let prefix = self.key(rest);
+        crate::retry::with_retry(&format!("listing {prefix}"), || async {
+            self.store
+                .list(Some(&prefix))
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(crate::error::store_err(format!("listing {prefix}")))
+        })
+        .await
     }
 
     /// `prefix/rest`.

@@ -119,3 +119,98 @@ async fn backup_to_s3_and_bad_credentials_fail_without_leaking_the_secret() {
     assert!(!format!("{rows:?}").contains(wrong));
     assert!(!server.stderr().contains(wrong), "secrets must not be logged");
 }
+
+/// Exact aggregate of `big` (integer sums, so the order of addition does not matter).
+async fn big_digest(c: &tokio_postgres::Client) -> (i64, i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT count(*), sum(CAST(a * 1e9 AS BIGINT)), sum(CAST(c * 1e9 AS BIGINT)) FROM big",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+fn largest_object(dir: &std::path::Path) -> u64 {
+    let mut largest = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                largest = largest.max(e.metadata().unwrap().len());
+            }
+        }
+    }
+    largest
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_files_go_up_in_parts_restore_from_s3_and_a_dead_store_fails_the_backup() {
+    let Some(mut s3) = start_s3("backups") else { return };
+    let store = conn(s3.port, SECRET);
+    let root = temp_root();
+    let server = Server::start(root.path(), Options::default().conf("backup.object.store", &store));
+    let c = server.connect().await;
+    // One partition, one data file of about 24 MiB of incompressible doubles.
+    c.batch_execute(
+        "CREATE TABLE big (ts TIMESTAMP, a DOUBLE, b DOUBLE, c DOUBLE) TIMESTAMP(ts) PARTITION BY YEAR;
+         INSERT INTO big SELECT to_timestamp_micros(1704067200000000 + value * 1000), random() AS a, random() AS b, random() AS c
+             FROM generate_series(0, 999999);",
+    )
+    .await
+    .unwrap();
+    let expected = big_digest(&c).await;
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    let largest = largest_object(&s3.dir.path().join("backups/_backup"));
+    assert!(largest > 16 << 20, "the data file went up whole: {largest} bytes");
+    drop(c);
+    drop(server);
+
+    // Restore on a new machine straight from S3.
+    let copy = temp_root();
+    std::fs::write(
+        copy.path().join("_backup_restore"),
+        format!("backup.object.store={store}\n"),
+    )
+    .unwrap();
+    let restored = Server::start(
+        copy.path(),
+        Options::default()
+            .conf("backup.object.store", &store)
+            .conf("backup.max.bandwidth.mb", "4"),
+    );
+    let c = restored.connect().await;
+    assert_eq!(big_digest(&c).await, expected);
+    assert!(!restored.stderr().contains(SECRET), "secrets must not be logged");
+
+    // The store dies during a (throttled) backup: it ends failed, with the store's error.
+    c.batch_execute(
+        "INSERT INTO big SELECT to_timestamp_micros(1735689600000000 + value * 1000), random() AS a, random() AS b, random() AS c
+             FROM generate_series(0, 999999);",
+    )
+    .await
+    .unwrap();
+    c.query_one("BACKUP DATABASE", &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = s3.child.kill();
+    let _ = s3.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (status, error) = loop {
+        let r = c
+            .query_one("SELECT status, backup_error FROM backups() LIMIT 1", &[])
+            .await
+            .unwrap();
+        let status: String = r.get(0);
+        if status != "backup in progress" {
+            break (status, r.get::<_, Option<String>>(1).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "the backup did not notice the dead store");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, "backup failed");
+    assert!(error.contains("object store"), "{error}");
+    assert!(!error.contains(SECRET));
+}

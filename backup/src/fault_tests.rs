@@ -1,0 +1,501 @@
+//! Backups and restores against a store that fails: transient errors, a store
+//! that dies midway, and a crash (the work simply stops) before every single
+//! store operation of a backup and of a restore. After each: no incomplete
+//! backup looks complete, the next backup completes reusing what is there, and
+//! every complete backup restores exactly.
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, RenameOptions,
+};
+use storage::{Column, ColumnType, HousekeepingSettings, PartitionBy, Storage, SystemClock, TableMeta};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::*;
+
+/// What the faulty store does with operation number `n` (counted from 1).
+#[derive(Debug, Clone, Copy, Default)]
+enum Plan {
+    #[default]
+    Healthy,
+    /// Every `n`-th operation fails with a transient error.
+    FailEvery(u64),
+    /// Operations after the first `n` fail (the store went away).
+    DownAfter(u64),
+    /// Operations after the first `n` never return (the process stops there).
+    FreezeAfter(u64),
+}
+
+#[derive(Debug)]
+struct FaultyStore {
+    inner: LocalFileSystem,
+    ops: AtomicU64,
+    multipart_uploads: AtomicU64,
+    plan: Mutex<Plan>,
+    /// Signalled when an operation freezes; replaced for every run.
+    frozen: Mutex<Arc<Notify>>,
+}
+
+impl std::fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+fn injected() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "faulty",
+        source: "injected fault: connection reset".into(),
+    }
+}
+
+impl FaultyStore {
+    fn set(&self, plan: Plan) {
+        *self.plan.lock().unwrap() = plan;
+        self.ops.store(0, Ordering::SeqCst);
+    }
+
+    /// Counts one operation and applies the plan to it.
+    async fn gate(&self) -> object_store::Result<()> {
+        let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
+        let plan = *self.plan.lock().unwrap();
+        match plan {
+            Plan::Healthy => Ok(()),
+            Plan::FailEvery(k) if n % k == 0 => Err(injected()),
+            Plan::FailEvery(_) => Ok(()),
+            Plan::DownAfter(k) if n > k => Err(injected()),
+            Plan::DownAfter(_) => Ok(()),
+            Plan::FreezeAfter(k) if n > k => {
+                self.frozen.lock().unwrap().notify_one();
+                futures::future::pending().await
+            }
+            Plan::FreezeAfter(_) => Ok(()),
+        }
+    }
+
+    fn gated_stream<T: Send + 'static>(
+        self: &Arc<Self>,
+        inner: BoxStream<'static, object_store::Result<T>>,
+    ) -> BoxStream<'static, object_store::Result<T>> {
+        let me = self.clone();
+        futures::stream::once(async move {
+            match me.gate().await {
+                Ok(()) => inner,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// `ObjectStore` over an `Arc<FaultyStore>` (list streams need an owned handle).
+#[derive(Debug)]
+struct Faulty(Arc<FaultyStore>);
+
+impl std::fmt::Display for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &ObjPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.0.gate().await?;
+        self.0.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.0.gate().await?;
+        self.0.multipart_uploads.fetch_add(1, Ordering::SeqCst);
+        self.0.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &ObjPath, options: GetOptions) -> object_store::Result<GetResult> {
+        self.0.gate().await?;
+        self.0.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjPath>> {
+        let inner = self.0.inner.delete_stream(locations);
+        self.0.gated_stream(inner)
+    }
+
+    fn list(&self, prefix: Option<&ObjPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let inner = self.0.inner.list(prefix);
+        self.0.gated_stream(inner)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&ObjPath>,
+        offset: &ObjPath,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let inner = self.0.inner.list_with_offset(prefix, offset);
+        self.0.gated_stream(inner)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&ObjPath>) -> object_store::Result<ListResult> {
+        self.0.gate().await?;
+        self.0.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &ObjPath, to: &ObjPath, options: CopyOptions) -> object_store::Result<()> {
+        self.0.gate().await?;
+        self.0.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &ObjPath, to: &ObjPath, options: RenameOptions) -> object_store::Result<()> {
+        self.0.gate().await?;
+        self.0.inner.rename_opts(from, to, options).await
+    }
+}
+
+fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
+    let f = Arc::new(FaultyStore {
+        inner: LocalFileSystem::new_with_prefix(dir).unwrap(),
+        ops: AtomicU64::new(0),
+        multipart_uploads: AtomicU64::new(0),
+        plan: Mutex::new(Plan::Healthy),
+        frozen: Mutex::new(Arc::new(Notify::new())),
+    });
+    let store = Store {
+        store: Arc::new(Faulty(f.clone())),
+        prefix: ObjPath::default(),
+        display: "faulty".into(),
+    };
+    (store, f)
+}
+
+const DAY: i64 = 86_400_000_000;
+
+fn table(name: &str) -> TableMeta {
+    let cols = vec![
+        Column {
+            name: "ts".into(),
+            ty: ColumnType::Timestamp,
+        },
+        Column {
+            name: "v".into(),
+            ty: ColumnType::Long,
+        },
+    ];
+    TableMeta::new(name, cols, Some("ts".into()), PartitionBy::Day).unwrap()
+}
+
+fn rows(meta: &TableMeta, first_day: i64, days: i64, salt: i64) -> RecordBatch {
+    let ts: Vec<i64> = (0..days * 50).map(|i| first_day * DAY + i * (DAY / 50)).collect();
+    RecordBatch::try_new(
+        meta.arrow_schema(),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(ts.clone())),
+            Arc::new(Int64Array::from(ts.iter().map(|t| t ^ salt).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+/// A database with two tables over several days.
+fn database(dir: &Path) -> Arc<Storage> {
+    let s = Storage::open(dir, Arc::new(SystemClock), HousekeepingSettings::default(), None).unwrap();
+    for (name, days) in [("trades", 6), ("quotes", 3)] {
+        let meta = table(name);
+        let t = s.create_table(meta.clone(), false).unwrap();
+        t.append(&[rows(&meta, 19_800, days, 7)]).unwrap();
+    }
+    s
+}
+
+/// Everything that identifies a table's content: (partition, hash, rows) of its files.
+fn content(s: &Storage) -> HashMap<String, BTreeSet<(String, String, u64)>> {
+    s.table_names()
+        .into_iter()
+        .map(|n| {
+            let files = s
+                .table(&n)
+                .unwrap()
+                .commit()
+                .files
+                .iter()
+                .map(|f| (f.partition.clone(), f.hash.clone(), f.rows))
+                .collect();
+            (n, files)
+        })
+        .collect()
+}
+
+fn job(s: &Storage, store: &Store, micros: i64) -> (storage::PinId, BackupJob) {
+    let (pin, snapshot) = s.pin_current();
+    let table_dirs = snapshot
+        .tables
+        .keys()
+        .map(|n| (n.clone(), s.table(n).unwrap().dir().to_path_buf()))
+        .collect();
+    let job = BackupJob {
+        store: store.clone(),
+        instance: "test-instance".into(),
+        data_id: s.data_id().to_string(),
+        backup_micros: micros,
+        snapshot,
+        table_dirs,
+        compression_level: 3,
+        limits: Limits::new(None, 2),
+    };
+    (pin, job)
+}
+
+async fn backup(s: &Storage, store: &Store, micros: i64, keep: usize) -> BackupRecord {
+    check_data_id(store, "test-instance", s.data_id()).await.unwrap();
+    let (pin, job) = job(s, store, micros);
+    let progress: Progress = Arc::new(Mutex::new(new_record(&job, micros)));
+    let record = backup_and_cleanup(&job, &progress, &CancellationToken::new(), keep, || micros).await;
+    s.unpin(pin);
+    record
+}
+
+/// Restores the backup at `micros` into a fresh root and returns its content.
+async fn restored_content(store: &Store, micros: i64) -> HashMap<String, BTreeSet<(String, String, u64)>> {
+    let root = tempfile::tempdir().unwrap();
+    let selector = Selector {
+        instance: None,
+        timestamp: Some(layout::format_timestamp(micros)),
+    };
+    restore_database(store, &selector, root.path(), &|_, _| {})
+        .await
+        .unwrap();
+    let s = Storage::open(
+        root.path(),
+        Arc::new(SystemClock),
+        HousekeepingSettings::default(),
+        None,
+    )
+    .unwrap();
+    content(&s)
+}
+
+/// Every complete backup in the store verifies; returns their micros.
+async fn all_complete_backups_verify(store: &Store) -> Vec<i64> {
+    let complete = complete_backups(store, "test-instance").await.unwrap();
+    for m in &complete {
+        let selector = Selector {
+            instance: None,
+            timestamp: Some(layout::format_timestamp(*m)),
+        };
+        let report = verify(store, &selector, &|_, _| {}).await.unwrap();
+        assert!(report.ok(), "backup {m} does not verify: {:?}", report.problems);
+    }
+    complete
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_errors_are_retried_and_the_backup_restores_exactly() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let (store, faults) = faulty_store(dir.path());
+    faults.set(Plan::FailEvery(3));
+    let record = backup(&s, &store, 1_000, 5).await;
+    assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    assert_eq!(restored_content(&store, 1_000).await, content(&s));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_dies_midway_fails_the_backup_and_the_next_one_reuses_what_went_up() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let (store, faults) = faulty_store(dir.path());
+    check_data_id(&store, "test-instance", s.data_id()).await.unwrap();
+    faults.set(Plan::DownAfter(6));
+    let failed = backup(&s, &store, 1_000, 5).await;
+    assert_eq!(failed.status, Status::BackupFailed);
+    let error = failed.backup_error.clone().unwrap_or_default();
+    assert!(error.contains("injected fault"), "{error}");
+    faults.set(Plan::Healthy);
+    assert!(complete_backups(&store, "test-instance").await.unwrap().is_empty());
+    let ok = backup(&s, &store, 2_000, 5).await;
+    assert_eq!(ok.status, Status::CleanupComplete, "{ok:?}");
+    assert!(ok.files_uploaded < ok.files_total, "reused what went up: {ok:?}");
+    assert_eq!(restored_content(&store, 2_000).await, content(&s));
+}
+
+/// Runs `work` with the store freezing after `k` operations; returns true if it
+/// completed (the crash point lies beyond its last operation).
+async fn run_until_frozen<F: std::future::Future>(faults: &FaultyStore, k: u64, work: F) -> bool {
+    let frozen = Arc::new(Notify::new());
+    *faults.frozen.lock().unwrap() = frozen.clone();
+    faults.set(Plan::FreezeAfter(k));
+    let completed = tokio::select! {
+        _ = work => true,
+        _ = frozen.notified() => false,
+    };
+    faults.set(Plan::Healthy);
+    completed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_before_any_store_operation_of_a_backup_never_shows_an_incomplete_backup() {
+    let (db, base) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    {
+        let (store, _) = faulty_store(base.path());
+        assert_eq!(backup(&s, &store, 1_000, 1).await.status, Status::CleanupComplete);
+    }
+    // Change one table so the next backup uploads, writes a manifest and cleans up the first.
+    let meta = table("trades");
+    s.table("trades")
+        .unwrap()
+        .append(&[rows(&meta, 19_803, 2, 99)])
+        .unwrap();
+    let expected = content(&s);
+    let mut points = 0;
+    for k in 0..1000 {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(base.path(), dir.path());
+        let (store, faults) = faulty_store(dir.path());
+        let completed = run_until_frozen(&faults, k, backup(&s, &store, 2_000, 1)).await;
+        // Whatever the crash point, every complete backup verifies and restores exactly.
+        let complete = all_complete_backups_verify(&store).await;
+        assert!(
+            !complete.is_empty(),
+            "crash at {k}: the older backup is kept until the new one exists"
+        );
+        if complete.contains(&2_000) {
+            assert_eq!(restored_content(&store, 2_000).await, expected, "crash at {k}");
+        }
+        // The next backup completes and uploads only what is not there yet.
+        let missing = estimate(&store, "test-instance", &s.snapshot()).await.unwrap();
+        let next = backup(&s, &store, 3_000, 1).await;
+        assert_eq!(next.status, Status::CleanupComplete, "crash at {k}: {next:?}");
+        assert_eq!(next.files_uploaded, missing.files_to_upload, "crash at {k}");
+        assert_eq!(restored_content(&store, 3_000).await, expected, "crash at {k}");
+        if completed {
+            break;
+        }
+        points += 1;
+    }
+    assert!(points >= 10, "only {points} crash points");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_during_a_restore_leaves_nothing_visible_and_the_next_restore_completes() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let (store, faults) = faulty_store(dir.path());
+    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::CleanupComplete);
+    let expected = content(&s);
+    let mut points = 0;
+    for k in 0..1000 {
+        let root = tempfile::tempdir().unwrap();
+        let completed = run_until_frozen(
+            &faults,
+            k,
+            restore_database(&store, &Selector::default(), root.path(), &|_, _| {}),
+        )
+        .await;
+        if !completed {
+            assert!(
+                !root.path().join("db").exists(),
+                "crash at {k}: a half-restored database is visible"
+            );
+            restore_database(&store, &Selector::default(), root.path(), &|_, _| {})
+                .await
+                .unwrap();
+            points += 1;
+        }
+        storage::clear_restored_marker(root.path()).unwrap();
+        let r = Storage::open(
+            root.path(),
+            Arc::new(SystemClock),
+            HousekeepingSettings::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(content(&r), expected, "crash at {k}");
+        assert_eq!(r.data_id(), s.data_id());
+        if completed {
+            break;
+        }
+    }
+    assert!(points >= 5, "only {points} crash points");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_above_the_part_size_go_up_as_multipart_uploads_and_restore_exactly() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = Storage::open(db.path(), Arc::new(SystemClock), HousekeepingSettings::default(), None).unwrap();
+    let cols = ["ts", "a", "b", "c"]
+        .iter()
+        .map(|n| Column {
+            name: n.to_string(),
+            ty: if *n == "ts" {
+                ColumnType::Timestamp
+            } else {
+                ColumnType::Long
+            },
+        })
+        .collect();
+    let meta = TableMeta::new("big", cols, Some("ts".into()), PartitionBy::Year).unwrap();
+    let n = 800_000;
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut noise = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as i64
+    };
+    let a: Vec<i64> = (0..3 * n).map(|_| noise()).collect();
+    let batch = RecordBatch::try_new(
+        meta.arrow_schema(),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(
+                (0..n as i64).map(|i| 1_704_067_200_000_000 + i).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(a[..n].to_vec())),
+            Arc::new(Int64Array::from(a[n..2 * n].to_vec())),
+            Arc::new(Int64Array::from(a[2 * n..].to_vec())),
+        ],
+    )
+    .unwrap();
+    s.create_table(meta, false).unwrap().append(&[batch]).unwrap();
+    let bytes = s.table("big").unwrap().commit().bytes();
+    assert!(bytes > MULTIPART_THRESHOLD as u64, "the data file has {bytes} bytes");
+    let (store, faults) = faulty_store(dir.path());
+    let record = backup(&s, &store, 1_000, 5).await;
+    assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    assert_eq!(faults.multipart_uploads.load(Ordering::SeqCst), 1);
+    assert_eq!(restored_content(&store, 1_000).await, content(&s));
+}
