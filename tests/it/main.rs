@@ -3,6 +3,7 @@
 mod harness;
 
 mod backup;
+mod backup_crash;
 mod checkpoint;
 mod crash;
 mod ddl_and_errors;
