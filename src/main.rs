@@ -56,6 +56,8 @@ enum BackupCommand {
         store: String,
         #[arg(long)]
         instance: Option<String>,
+        #[command(flatten)]
+        key: offline::Key,
     },
     /// Download and check every file of a backup; exit code 0 only if it fully restores.
     Verify {
@@ -83,8 +85,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { root, demo } => runtime.block_on(serve(root, demo)),
         Command::Backup {
-            command: BackupCommand::List { store, instance },
-        } => runtime.block_on(offline::list(&store, instance.as_deref())),
+            command: BackupCommand::List { store, instance, key },
+        } => runtime.block_on(offline::list(&store, instance.as_deref(), &key)),
         Command::Backup {
             command: BackupCommand::Verify { target },
         } => runtime.block_on(offline::verify(&target)),
@@ -105,6 +107,7 @@ async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Erro
         tracing::warn!("unknown configuration key '{key}' ignored (check for a typo)");
     }
     let settings = Settings::from_properties(&props)?;
+    let tls = settings.tls.as_ref().map(sql::tls::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|e| format!("cannot listen on {} (pg.net.bind.to): {e}", settings.bind))?;
@@ -117,7 +120,7 @@ async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Erro
     // Tests and scripts read this line to learn the port when binding to port 0.
     println!("strata listening on {addr}");
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(sql::serve(db.clone(), listener, shutdown.clone()));
+    let server = tokio::spawn(sql::serve(db.clone(), listener, tls, shutdown.clone()));
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();

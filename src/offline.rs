@@ -20,11 +20,33 @@ pub(crate) struct Target {
     /// Backup timestamp as listed, e.g. 2024-08-24T12:34:56.789123Z (default: the latest complete one).
     #[arg(long)]
     timestamp: Option<String>,
+    #[command(flatten)]
+    key: Key,
+}
+
+/// The key of an encrypted store.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Key {
+    /// File holding the backup encryption key (base64, or 32 raw bytes); the
+    /// environment variable STRATA_BACKUP_ENCRYPTION_KEY (base64) works too.
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
+}
+
+impl Key {
+    pub(crate) fn open(&self, conn: &str) -> Result<Store, backup::BackupError> {
+        let cipher = match (&self.key_file, std::env::var("STRATA_BACKUP_ENCRYPTION_KEY")) {
+            (Some(path), _) => Some(backup::Cipher::from_key_file(path)?),
+            (None, Ok(text)) if !text.trim().is_empty() => Some(backup::Cipher::from_base64(&text)?),
+            _ => None,
+        };
+        Ok(Store::open(conn)?.with_cipher(cipher))
+    }
 }
 
 impl Target {
     fn open(&self) -> Result<(Store, Selector), backup::BackupError> {
-        let store = Store::open(&self.store)?;
+        let store = self.key.open(&self.store)?;
         let selector = Selector {
             instance: self.instance.clone(),
             timestamp: self.timestamp.clone(),
@@ -33,8 +55,8 @@ impl Target {
     }
 }
 
-pub(crate) async fn list(conn: &str, instance: Option<&str>) -> CliResult {
-    let store = Store::open(conn)?;
+pub(crate) async fn list(conn: &str, instance: Option<&str>, key: &Key) -> CliResult {
+    let store = key.open(conn)?;
     let all = backup::instances(&store).await?;
     println!("store: {}", store.display);
     println!(

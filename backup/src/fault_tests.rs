@@ -186,6 +186,7 @@ fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
         store: Arc::new(Faulty(f.clone())),
         prefix: ObjPath::default(),
         display: "faulty".into(),
+        cipher: None,
     };
     (store, f)
 }

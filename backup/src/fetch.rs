@@ -9,6 +9,7 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 
+use crate::crypto::StreamDecryptor;
 use crate::error::{BackupError, Result, store_err};
 use crate::layout::instance_dir;
 use crate::manifest::{BackedUpFile, Codec};
@@ -41,8 +42,19 @@ async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathB
     })?;
     let mut stream = got.into_stream();
     let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
-    let (file, codec, target, key_text) = (f.clone(), f.codec, dest.clone(), key.to_string());
-    let writer = tokio::task::spawn_blocking(move || write_verified(rx, codec, &file, &target, &key_text));
+    let decryptor = match (&store.cipher, f.encrypted) {
+        (Some(c), true) => Some(c.decryptor(key.as_ref())),
+        (None, true) => {
+            return Err(BackupError::BadObject {
+                key: key.to_string(),
+                reason: "is encrypted: set backup.encryption.key (or --key-file) to the key the backup was made with"
+                    .into(),
+            });
+        }
+        (_, false) => None,
+    };
+    let (file, target, key_text) = (f.clone(), dest.clone(), key.to_string());
+    let writer = tokio::task::spawn_blocking(move || write_verified(rx, decryptor, &file, &target, &key_text));
     let mut fetched = 0u64;
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
@@ -97,7 +109,35 @@ impl<W: Write> Write for Verifier<W> {
     }
 }
 
-fn write_verified(mut rx: mpsc::Receiver<Bytes>, codec: Codec, f: &BackedUpFile, dest: &Path, key: &str) -> Result<()> {
+/// The plaintext pieces of a stored object: decrypted when it is sealed.
+struct Plain {
+    rx: mpsc::Receiver<Bytes>,
+    decryptor: Option<StreamDecryptor>,
+}
+
+impl Plain {
+    /// The next piece of plaintext, `None` at the end.
+    fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        match (self.rx.blocking_recv(), &mut self.decryptor) {
+            (Some(chunk), None) => Ok(Some(chunk.to_vec())),
+            (Some(chunk), Some(d)) => d.push(&chunk).map(Some),
+            (None, None) => Ok(None),
+            (None, Some(_)) => match self.decryptor.take() {
+                Some(d) => d.finish().map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+fn write_verified(
+    rx: mpsc::Receiver<Bytes>,
+    decryptor: Option<StreamDecryptor>,
+    f: &BackedUpFile,
+    dest: &Path,
+    key: &str,
+) -> Result<()> {
+    let mut plain = Plain { rx, decryptor };
     let bad = |reason: String| BackupError::BadObject {
         key: key.to_string(),
         reason,
@@ -110,22 +150,21 @@ fn write_verified(mut rx: mpsc::Receiver<Bytes>, codec: Codec, f: &BackedUpFile,
         bytes: 0,
         limit: f.file.bytes,
     };
-    let copied = match codec {
-        Codec::Raw => (|| {
-            while let Some(chunk) = rx.blocking_recv() {
-                sink.write_all(&chunk)?;
+    let decode_err = |e: std::io::Error| bad(format!("cannot be decoded: {e}"));
+    match f.codec {
+        Codec::Raw => {
+            while let Some(piece) = plain.next()? {
+                sink.write_all(&piece).map_err(decode_err)?;
             }
-            Ok(())
-        })(),
-        Codec::Zst => (|| {
-            let mut decoder = zstd::stream::write::Decoder::new(&mut sink)?;
-            while let Some(chunk) = rx.blocking_recv() {
-                decoder.write_all(&chunk)?;
+        }
+        Codec::Zst => {
+            let mut decoder = zstd::stream::write::Decoder::new(&mut sink).map_err(decode_err)?;
+            while let Some(piece) = plain.next()? {
+                decoder.write_all(&piece).map_err(decode_err)?;
             }
-            decoder.flush()
-        })(),
-    };
-    copied.map_err(|e: std::io::Error| bad(format!("cannot be decoded: {e}")))?;
+            decoder.flush().map_err(decode_err)?;
+        }
+    }
     if sink.bytes != f.file.bytes {
         return Err(bad(format!(
             "decodes to {} bytes, the manifest records {} (truncated object?)",

@@ -1,9 +1,7 @@
 //! The backup instance: a three-word name per database, and the data id check.
 use std::path::Path;
 
-use object_store::{ObjectStoreExt, PutPayload};
-
-use crate::error::{BackupError, Result, store_err};
+use crate::error::{BackupError, Result};
 use crate::layout::data_id_key;
 use crate::store::Store;
 
@@ -54,9 +52,8 @@ fn validate(name: &str) -> Result<()> {
 /// Claims the instance for this database, or checks it is ours (QuestDB's ER007).
 pub async fn check_data_id(store: &Store, instance: &str, data_id: &str) -> Result<()> {
     let key = store.key(&data_id_key(instance));
-    match store.store.get(&key).await {
-        Ok(got) => {
-            let bytes = got.bytes().await.map_err(store_err(format!("reading {key}")))?;
+    match store.read(&key).await {
+        Ok(bytes) => {
             let stored = String::from_utf8_lossy(&bytes).trim().to_string();
             if stored != data_id {
                 return Err(BackupError::DataIdMismatch {
@@ -67,15 +64,11 @@ pub async fn check_data_id(store: &Store, instance: &str, data_id: &str) -> Resu
             }
             Ok(())
         }
-        Err(object_store::Error::NotFound { .. }) => {
-            store
-                .store
-                .put(&key, PutPayload::from(data_id.as_bytes().to_vec()))
-                .await
-                .map_err(store_err(format!("writing {key}")))?;
-            Ok(())
-        }
-        Err(e) => Err(store_err(format!("reading {key}"))(e)),
+        Err(BackupError::Store {
+            source: object_store::Error::NotFound { .. },
+            ..
+        }) => crate::run::put_small(store, &key, data_id.as_bytes().to_vec().into()).await,
+        Err(e) => Err(e),
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <prefix>/_backup/<instance>/data_id
-//! <prefix>/_backup/<instance>/files/<hash[0..2]>/<hash>.<zst|raw>
+//! <prefix>/_backup/<instance>/files/<hash[0..2]>/<hash>.<zst|raw>[.enc]
 //! <prefix>/_backup/<instance>/manifests/<backup_micros>.json
 //! <prefix>/_backup/<instance>/history/<backup_micros>.json
 //! ```
@@ -22,10 +22,12 @@ pub fn files_dir(instance: &str) -> String {
     format!("{}/files", instance_dir(instance))
 }
 
-/// Object name relative to the instance folder: content-addressed by the file's blake3.
-pub fn object_name(hash: &str, codec: Codec) -> String {
+/// Object name relative to the instance folder: content-addressed by the file's
+/// blake3; encrypted objects end in `.enc`, so a key never reuses plaintext ones.
+pub fn object_name(hash: &str, codec: Codec, encrypted: bool) -> String {
     let shard = hash.get(..2).unwrap_or("00");
-    format!("files/{shard}/{hash}.{}", codec.extension())
+    let enc = if encrypted { ".enc" } else { "" };
+    format!("files/{shard}/{hash}.{}{enc}", codec.extension())
 }
 
 pub fn manifests_dir(instance: &str) -> String {
@@ -62,7 +64,8 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(object_name("abcdef", Codec::Zst), "files/ab/abcdef.zst");
+        assert_eq!(object_name("abcdef", Codec::Zst, false), "files/ab/abcdef.zst");
+        assert_eq!(object_name("abcdef", Codec::Raw, true), "files/ab/abcdef.raw.enc");
         assert_eq!(manifest_key("a-b-c", 42), "_backup/a-b-c/manifests/42.json");
         assert_eq!(micros_of("_backup/x/manifests/42.json"), Some(42));
         assert_eq!(micros_of("_backup/x/manifests/x.json"), None);

@@ -12,6 +12,7 @@
 //! [`restore_database`], [`restore_table`], [`verify`].
 
 mod catalog;
+mod crypto;
 mod error;
 #[cfg(test)]
 mod fault_tests;
@@ -20,6 +21,8 @@ mod history;
 mod instance;
 pub mod layout;
 mod manifest;
+#[cfg(test)]
+mod manifest_fuzz_tests;
 mod restore;
 mod retention;
 mod retry;
@@ -29,6 +32,7 @@ mod throttle;
 mod verify;
 
 pub use catalog::{Selector, instances, locate, parse_backup_timestamp, resolve_instance};
+pub use crypto::Cipher;
 pub use error::{BackupError, Result};
 pub use history::{BackupRecord, Status};
 pub use instance::{INSTANCE_NAME_FILE, check_data_id, instance_name};

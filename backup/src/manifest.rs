@@ -36,6 +36,9 @@ pub struct BackedUpFile {
     /// Object key relative to the instance folder, e.g. `files/ab/ab12….zst`.
     pub object: String,
     pub codec: Codec,
+    /// Sealed with the backup encryption key (see `crypto`); absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     pub stored_bytes: u64,
 }
 
@@ -93,7 +96,7 @@ impl Manifest {
                 if f.file.hash.len() != 64 || !f.file.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(bad(format!("file hash '{}' is not a blake3 hex digest", f.file.hash)));
                 }
-                let expected = crate::layout::object_name(&f.file.hash, f.codec);
+                let expected = crate::layout::object_name(&f.file.hash, f.codec, f.encrypted);
                 if f.object != expected {
                     return Err(bad(format!(
                         "object '{}' does not match hash {}",

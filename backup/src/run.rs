@@ -126,7 +126,7 @@ pub async fn estimate(store: &Store, instance: &str, snapshot: &Snapshot) -> Res
         }
         let stored = [Codec::Zst, Codec::Raw]
             .into_iter()
-            .any(|c| existing.contains_key(&object_name(&f.hash, c)));
+            .any(|c| existing.contains_key(&object_name(&f.hash, c, store.cipher.is_some())));
         if stored {
             e.files_reused += 1;
             e.bytes_reused += f.bytes;
@@ -145,7 +145,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     let find = |hash: &str| {
         [Codec::Zst, Codec::Raw]
             .into_iter()
-            .map(|c| (object_name(hash, c), c))
+            .map(|c| (object_name(hash, c, job.store.cipher.is_some()), c))
             .find_map(|(name, c)| existing.get(&name).map(|size| (name, c, *size)))
     };
     // Decide per distinct hash: reuse or upload.
@@ -235,6 +235,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                             file: f.clone(),
                             object,
                             codec,
+                            encrypted: job.store.cipher.is_some(),
                             stored_bytes: stored,
                         }
                     })
@@ -279,15 +280,23 @@ async fn upload_file(
     .await
     .map_err(|e| BackupError::Other(e.to_string()))??;
     drop(slot);
-    let object = object_name(hash, codec);
+    let encrypted = store.cipher.is_some();
+    let body = Bytes::from(body);
+    let body = store.seal(body)?;
+    let object = object_name(hash, codec, encrypted);
     let key = store.key(&format!("{}/{object}", instance_dir(instance)));
     let stored = body.len() as u64;
-    put_object(store, &key, Bytes::from(body), limits).await?;
+    put_object(store, &key, body, limits).await?;
     Ok((object, codec, stored))
 }
 
-/// One PUT, retried on transient failures.
-async fn put_small(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
+/// One PUT of a small object (sealed when the store has a key), retried on transient failures.
+pub(crate) async fn put_small(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
+    let body = store.seal(body)?;
+    put_raw(store, key, body).await
+}
+
+async fn put_raw(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
     with_retry(&format!("writing {key}"), || async {
         store
             .store
@@ -304,7 +313,7 @@ async fn put_small(store: &Store, key: &object_store::path::Path, body: Bytes) -
 async fn put_object(store: &Store, key: &object_store::path::Path, body: Bytes, limits: &Limits) -> Result<()> {
     if body.len() <= MULTIPART_THRESHOLD {
         limits.pace(body.len() as u64).await;
-        return put_small(store, key, body).await;
+        return put_raw(store, key, body).await;
     }
     with_retry(&format!("uploading {key}"), || {
         put_multipart(store, key, body.clone(), limits)

@@ -26,6 +26,8 @@ pub struct Store {
     pub prefix: Path,
     /// The connection string with secrets replaced by `***`, for logs.
     pub display: String,
+    /// Set when `backup.encryption.key` is: every object written is sealed with it.
+    pub cipher: Option<crate::crypto::Cipher>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,6 +122,7 @@ impl Store {
                 store: Arc::new(s3),
                 prefix: Path::from(prefix),
                 display,
+                cipher: None,
             });
         }
         let Some((kind, body)) = conn.split_once("::") else {
@@ -182,6 +185,7 @@ impl Store {
                     store: Arc::new(s3),
                     prefix: Path::from(opts.get("prefix").map_or("", String::as_str)),
                     display,
+                    cipher: None,
                 })
             }
             other => Err(bad(format!("unknown store kind '{other}'; use fs or s3"))),
@@ -198,20 +202,52 @@ impl Store {
             store: Arc::new(fs),
             prefix: Path::default(),
             display,
+            cipher: None,
         })
     }
 
-    /// Reads a whole (small) object: manifests, history records, the data id.
-    /// Transient failures are retried.
+    /// Seals every object this store writes with `cipher` (and expects sealed ones).
+    pub fn with_cipher(mut self, cipher: Option<crate::crypto::Cipher>) -> Self {
+        self.cipher = cipher;
+        self
+    }
+
+    /// Reads a whole (small) object: manifests, history records, the data id;
+    /// decrypted when the store has a key. Transient failures are retried.
     pub async fn read(&self, key: &Path) -> Result<bytes::Bytes> {
         let context = || format!("reading {key}");
-        crate::retry::with_retry(&context(), || async {
+        let raw = crate::retry::with_retry(&context(), || async {
             let got = object_store::ObjectStoreExt::get(&*self.store, key)
                 .await
                 .map_err(crate::error::store_err(context()))?;
             got.bytes().await.map_err(crate::error::store_err(context()))
         })
-        .await
+        .await?;
+        let sealed = crate::crypto::is_encrypted(&raw);
+        match &self.cipher {
+            Some(c) if sealed => Ok(c.decrypt(&raw, key.as_ref())?.into()),
+            None if !sealed => Ok(raw),
+            Some(_) => Err(BackupError::BadObject {
+                key: key.to_string(),
+                reason: "is not encrypted although backup.encryption.key is set (written without the key, \
+                         or replaced)"
+                    .into(),
+            }),
+            None => Err(BackupError::BadObject {
+                key: key.to_string(),
+                reason: "is encrypted: set backup.encryption.key (or --key-file) to the key the backup was \
+                         made with"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The bytes to store for `plain`: sealed when the store has a key.
+    pub fn seal(&self, plain: bytes::Bytes) -> Result<bytes::Bytes> {
+        match &self.cipher {
+            Some(c) => Ok(c.encrypt(&plain)?.into()),
+            None => Ok(plain),
+        }
     }
 
     /// Every object under `rest` (listing retried on transient failures).

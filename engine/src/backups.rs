@@ -25,6 +25,8 @@ pub struct BackupSettings {
     pub instance_name: Option<String>,
     /// `backup.schedule.cron` in `backup.schedule.tz`.
     pub schedule: Option<Schedule>,
+    /// `backup.encryption.key` / `.key.file`: everything stored is sealed with it.
+    pub encryption: Option<backup::Cipher>,
 }
 
 /// When scheduled backups run.
@@ -54,6 +56,7 @@ impl Default for BackupSettings {
             keep_latest: 5,
             instance_name: None,
             schedule: None,
+            encryption: None,
         }
     }
 }
@@ -91,7 +94,9 @@ impl Backups {
     ) -> Result<Self> {
         let (store, instance) = if settings.enabled {
             let conn = crate::restore::store_connection(storage.root(), &settings);
-            let store = Store::open(&conn).map_err(backup_err)?;
+            let store = Store::open(&conn)
+                .map_err(backup_err)?
+                .with_cipher(settings.encryption.clone());
             let instance =
                 backup::instance_name(storage.db_dir(), settings.instance_name.as_deref()).map_err(backup_err)?;
             (Some(store), instance)
@@ -176,6 +181,9 @@ impl Backups {
                     .await;
             me.storage.unpin(pin);
             {
+                // One critical section (same lock order as `records`): whoever sees the
+                // finished record in the history can start the next backup.
+                let mut running = lock(&me.running);
                 let mut history = lock(&me.history);
                 history.insert(0, record.clone());
                 if record.status.backup_succeeded() {
@@ -184,8 +192,8 @@ impl Backups {
                         history.retain(|r| r.backup_micros >= kept);
                     }
                 }
+                *running = None;
             }
-            *lock(&me.running) = None;
             let _ = tx.send(record);
         });
         Ok((backup_micros, rx))

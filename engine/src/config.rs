@@ -4,7 +4,7 @@
 //! Values are validated here, once, with errors naming the key and where it came from.
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use storage::HousekeepingSettings;
@@ -57,6 +57,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "pg.net.bind.to",
     "pg.user",
     "pg.password",
+    "pg.tls.cert",
+    "pg.tls.key",
+    "pg.allow.cleartext.remote",
     "housekeeping.interval.ms",
     "housekeeping.orphan.grace.ms",
     "housekeeping.merge.min.files",
@@ -72,6 +75,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "backup.schedule.tz",
     "backup.compression.threads",
     "backup.max.bandwidth.mb",
+    "backup.encryption.key",
+    "backup.encryption.key.file",
 ];
 
 /// Raw key/value pairs plus their origin.
@@ -168,6 +173,14 @@ impl Properties {
         })
     }
 
+    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        self.parse_with(key, |v| match v.to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("'{v}' must be true or false")),
+        })
+    }
+
     fn number(&self, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
         self.parse_with(key, |v| {
             let n: u64 = v.parse().map_err(|_| format!("'{v}' is not a whole number"))?;
@@ -176,6 +189,27 @@ impl Properties {
             }
             Ok(n)
         })
+    }
+}
+
+/// `backup.encryption.key` (base64) or `backup.encryption.key.file`; never both.
+fn encryption(p: &Properties) -> Result<Option<backup::Cipher>, ConfigError> {
+    let reason = |e: backup::BackupError| match e {
+        backup::BackupError::Config { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    let inline = p.parse_with("backup.encryption.key", |v| {
+        backup::Cipher::from_base64(v).map_err(reason)
+    })?;
+    let file = p.parse_with("backup.encryption.key.file", |v| {
+        backup::Cipher::from_key_file(Path::new(v)).map_err(reason)
+    })?;
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(p.invalid(
+            "backup.encryption.key.file",
+            "set either backup.encryption.key or backup.encryption.key.file, not both",
+        )),
+        (key, file) => Ok(key.or(file)),
     }
 }
 
@@ -188,6 +222,10 @@ pub fn env_var_name(key: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
+    /// Certificate chain and private key for TLS on the wire protocol.
+    pub tls: Option<TlsFiles>,
+    /// Accept clients from other hosts without TLS (`pg.allow.cleartext.remote`).
+    pub allow_cleartext_remote: bool,
     pub user: String,
     pub password: Option<Secret>,
     pub housekeeping_interval: Duration,
@@ -211,9 +249,22 @@ impl Settings {
                 format!("{bind} is not a loopback address and pg.password is not set; set a password to accept remote connections"),
             ));
         }
+        let tls = tls(p)?;
+        let allow_cleartext_remote = p.boolean("pg.allow.cleartext.remote")?.unwrap_or(false);
+        if tls.is_none() && !allow_cleartext_remote && !bind.ip().is_loopback() {
+            return Err(p.invalid(
+                "pg.net.bind.to",
+                format!(
+                    "{bind} is not a loopback address and TLS is not configured: logins and data would cross the network in clear; \
+                     set pg.tls.cert and pg.tls.key, or pg.allow.cleartext.remote=true to accept that"
+                ),
+            ));
+        }
         let defaults = HousekeepingSettings::default();
         Ok(Self {
             bind,
+            tls,
+            allow_cleartext_remote,
             user: p.get("pg.user").unwrap_or("admin").to_string(),
             password,
             housekeeping_interval: Duration::from_millis(
@@ -237,13 +288,7 @@ impl Settings {
                 max_age: p.duration("checkpoint.max.age")?,
             },
             backup: BackupSettings {
-                enabled: p
-                    .parse_with("backup.enabled", |v| match v.to_ascii_lowercase().as_str() {
-                        "true" => Ok(true),
-                        "false" => Ok(false),
-                        _ => Err(format!("'{v}' must be true or false")),
-                    })?
-                    .unwrap_or(true),
+                enabled: p.boolean("backup.enabled")?.unwrap_or(true),
                 object_store: p.get("backup.object.store").map(Secret::new),
                 compression_level: p.number("backup.compression.level", 1, 22)?.map_or(5, |n| n as i32),
                 keep_latest: p
@@ -255,8 +300,29 @@ impl Settings {
                 max_bandwidth: p.number("backup.max.bandwidth.mb", 1, 1 << 20)?.map(|mb| mb << 20),
                 instance_name: p.get("backup.instance.name").map(str::to_string),
                 schedule: schedule(p)?,
+                encryption: encryption(p)?,
             },
         })
+    }
+}
+
+/// PEM files for TLS on the wire protocol (read when the server starts).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `pg.tls.cert` and `pg.tls.key`: both or neither.
+fn tls(p: &Properties) -> Result<Option<TlsFiles>, ConfigError> {
+    match (p.get("pg.tls.cert"), p.get("pg.tls.key")) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(p.invalid("pg.tls.key", "pg.tls.cert is set; set pg.tls.key too")),
+        (None, Some(_)) => Err(p.invalid("pg.tls.cert", "pg.tls.key is set; set pg.tls.cert too")),
     }
 }
 
@@ -317,9 +383,36 @@ mod tests {
     fn remote_bind_needs_a_password() {
         let err = Settings::from_properties(&props(&[("pg.net.bind.to", "0.0.0.0:8812")], &[])).unwrap_err();
         assert!(err.to_string().contains("pg.password"), "{err}");
-        let ok = props(&[("pg.net.bind.to", "0.0.0.0:8812"), ("pg.password", "s3cret")], &[]);
-        let s = Settings::from_properties(&ok).unwrap();
+        let cleartext = props(&[("pg.net.bind.to", "0.0.0.0:8812"), ("pg.password", "s3cret")], &[]);
+        let err = Settings::from_properties(&cleartext).unwrap_err().to_string();
+        assert!(
+            err.contains("pg.tls.cert") && err.contains("pg.allow.cleartext.remote"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let tls = props(
+            &[
+                ("pg.net.bind.to", "0.0.0.0:8812"),
+                ("pg.password", "s3cret"),
+                ("pg.tls.cert", "/etc/strata/cert.pem"),
+                ("pg.tls.key", "/etc/strata/key.pem"),
+            ],
+            &[],
+        );
+        let s = Settings::from_properties(&tls).unwrap();
         assert!(!format!("{s:?}").contains("s3cret"));
+        let opted_in = props(
+            &[
+                ("pg.net.bind.to", "0.0.0.0:8812"),
+                ("pg.password", "s3cret"),
+                ("pg.allow.cleartext.remote", "true"),
+            ],
+            &[],
+        );
+        assert!(Settings::from_properties(&opted_in).unwrap().allow_cleartext_remote);
+        let half = props(&[("pg.tls.cert", "/etc/strata/cert.pem")], &[]);
+        let err = Settings::from_properties(&half).unwrap_err().to_string();
+        assert!(err.contains("pg.tls.key"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod restore;
 
 pub use backups::BackupSettings;
 pub use checkpoint::{CheckpointLimits, CheckpointStatus, RESTORE_TRIGGER};
-pub use config::{ConfigError, Properties, Secret, Settings};
+pub use config::{ConfigError, Properties, Secret, Settings, TlsFiles};
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};

@@ -2,7 +2,8 @@
 //!
 //! The trigger is a properties file naming the backup: `backup.object.store`
 //! (else server.conf's), `backup.instance.name` (needed only when the store holds
-//! several), `backup.restore.timestamp` (else the latest complete backup). The
+//! several), `backup.restore.timestamp` (else the latest complete backup),
+//! `backup.encryption.key.file` (else server.conf's key, if any). The
 //! restore runs before storage opens; the trigger is removed only after the
 //! restored database is in place, so a crash at any point either repeats the
 //! restore or finds it complete. A failure leaves the trigger and the failure
@@ -66,7 +67,11 @@ pub(crate) async fn apply_backup_restore_trigger(root: &Path, settings: &BackupS
         Some(c) => c.clone(),
         None => store_connection(root, settings),
     };
-    let store = Store::open(&conn).map_err(backup_err)?;
+    let cipher = match props.get("backup.encryption.key.file") {
+        Some(path) => Some(backup::Cipher::from_key_file(Path::new(path)).map_err(backup_err)?),
+        None => settings.encryption.clone(),
+    };
+    let store = Store::open(&conn).map_err(backup_err)?.with_cipher(cipher);
     let selector = Selector {
         instance: props.get("backup.instance.name").cloned(),
         timestamp: props.get("backup.restore.timestamp").cloned(),

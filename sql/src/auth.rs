@@ -16,13 +16,20 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 const SCRAM_ITERATIONS: usize = 4096;
 
 /// The authentication policy, built once from the settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Auth {
+    login: Login,
+    /// Refuse clients on other hosts that did not negotiate TLS.
+    tls_for_remote: bool,
+}
+
 #[derive(Clone)]
-pub(crate) enum Auth {
+enum Login {
     Trust { user: String },
     Password(Arc<PasswordSource>),
 }
 
-impl Debug for Auth {
+impl Debug for Login {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Trust { user } => write!(f, "Trust({user})"),
@@ -32,19 +39,20 @@ impl Debug for Auth {
 }
 
 impl Auth {
-    pub(crate) fn new(user: &str, password: Option<&str>) -> Self {
-        match password {
-            None => Self::Trust { user: user.to_string() },
+    pub(crate) fn new(user: &str, password: Option<&str>, tls_for_remote: bool) -> Self {
+        let login = match password {
+            None => Login::Trust { user: user.to_string() },
             Some(pw) => {
                 let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
                 let salted = gen_salted_password(pw, &salt, SCRAM_ITERATIONS);
-                Self::Password(Arc::new(PasswordSource {
+                Login::Password(Arc::new(PasswordSource {
                     user: user.to_string(),
                     salt,
                     salted,
                 }))
             }
-        }
+        };
+        Self { login, tls_for_remote }
     }
 }
 
@@ -111,29 +119,51 @@ impl NoopStartupHandler for TrustStartup {
 }
 
 /// One connection's startup handler (SCRAM keeps per-connection state).
-pub(crate) enum Startup {
+pub(crate) struct Startup {
+    login: LoginStartup,
+    tls_for_remote: bool,
+}
+
+enum LoginStartup {
     Trust(TrustStartup),
     Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
 }
 
 impl Startup {
     pub(crate) fn new(auth: &Auth, connections: Arc<ConnectionManager>) -> Self {
-        match auth {
-            Auth::Trust { user } => Self::Trust(TrustStartup {
+        let login = match &auth.login {
+            Login::Trust { user } => LoginStartup::Trust(TrustStartup {
                 user: user.clone(),
                 connections,
             }),
-            Auth::Password(source) => {
+            Login::Password(source) => {
                 let mut scram = ScramAuth::new(source.clone() as Arc<dyn AuthSource>);
                 scram.set_iterations(SCRAM_ITERATIONS);
-                Self::Scram(
+                LoginStartup::Scram(
                     SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
                         .with_scram(scram)
                         .with_connection_manager(connections),
                 )
             }
+        };
+        Self {
+            login,
+            tls_for_remote: auth.tls_for_remote,
         }
     }
+}
+
+/// A client on another host that did not negotiate TLS, when TLS is configured
+/// and `pg.allow.cleartext.remote` is not set.
+fn cleartext_refused(client: &impl ClientInfo) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        "28000".into(),
+        format!(
+            "connection from {} without TLS refused: connect with sslmode=require",
+            client.socket_addr().ip()
+        ),
+    )))
 }
 
 #[async_trait]
@@ -144,9 +174,16 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Self::Trust(h) => h.on_startup(client, message).await,
-            Self::Scram(h) => h.on_startup(client, message).await,
+        if self.tls_for_remote
+            && matches!(message, PgWireFrontendMessage::Startup(_))
+            && !client.is_secure()
+            && !client.socket_addr().ip().is_loopback()
+        {
+            return Err(cleartext_refused(client));
+        }
+        match &self.login {
+            LoginStartup::Trust(h) => h.on_startup(client, message).await,
+            LoginStartup::Scram(h) => h.on_startup(client, message).await,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: recognising the statements DataFusion does not know (CREATE TABLE
 //! with `TIMESTAMP(col) PARTITION BY`, DROP/TRUNCATE, DROP PARTITION, COPY
-//! FROM STDIN), running them on the engine, authentication, and mapping every
+//! FROM STDIN), running them on the engine, authentication, TLS, and mapping every
 //! error to a PostgreSQL SQLSTATE (in `error.rs`, nowhere else).
 //! Must not know: how tables are stored (it goes through `engine::Database`).
 //!
@@ -14,6 +14,9 @@ mod execute;
 mod handlers;
 mod server;
 pub mod statements;
+#[cfg(test)]
+mod statements_fuzz_tests;
+pub mod tls;
 
 pub use error::SqlError;
 pub use server::serve;

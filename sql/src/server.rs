@@ -6,6 +6,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContex
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use engine::{CATALOG, Database};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
@@ -14,12 +15,23 @@ use crate::handlers::Handlers;
 /// How long open connections get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `db` on `listener` until `shutdown` is cancelled, then closes every connection.
-pub async fn serve(db: Arc<Database>, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+/// Serves `db` on `listener` (with TLS when `tls` is given) until `shutdown` is
+/// cancelled, then closes every connection.
+pub async fn serve(
+    db: Arc<Database>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     setup_pg_catalog(&db.context(), CATALOG, EmptyContextProvider)
         .map_err(|e| std::io::Error::other(format!("setting up pg_catalog: {e}")))?;
     let settings = db.settings();
-    let auth = Auth::new(&settings.user, settings.password.as_ref().map(|s| s.expose()));
+    let tls_for_remote = tls.is_some() && !settings.allow_cleartext_remote;
+    let auth = Auth::new(
+        &settings.user,
+        settings.password.as_ref().map(|s| s.expose()),
+        tls_for_remote,
+    );
     let handlers = Arc::new(Handlers::new(db.clone(), auth));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -35,10 +47,10 @@ pub async fn serve(db: Arc<Database>, listener: TcpListener, shutdown: Cancellat
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let (h, stop) = (handlers.clone(), shutdown.clone());
+                let (h, stop, tls) = (handlers.clone(), shutdown.clone(), tls.clone());
                 connections.spawn(async move {
                     tokio::select! {
-                        r = pgwire::tokio::process_socket(socket, None, h) => {
+                        r = pgwire::tokio::process_socket(socket, tls, h) => {
                             if let Err(e) = r {
                                 tracing::debug!("connection {peer}: {e}");
                             }

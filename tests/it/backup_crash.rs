@@ -1,9 +1,11 @@
 //! kill -9 the server at many points of a backup (uploading, writing the manifest,
 //! cleaning up), restart, and check: nothing incomplete shows as complete, the next
 //! backup completes reusing what went up, and every complete backup restores exactly.
+//! And kill -9 during a restore from a trigger file: the next start finishes it.
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backup::{backups, field, store_opts};
 use tokio_postgres::Client;
@@ -19,6 +21,18 @@ async fn digest(c: &Client) -> (i64, i64) {
     (r.get(0), r.get(1))
 }
 
+/// `trades` with `rows` random prices, 10,000 a day from 2024-01-01.
+async fn create_trades(c: &Client, rows: u64) {
+    c.batch_execute(&format!(
+        "CREATE TABLE trades (ts TIMESTAMP, price DOUBLE) TIMESTAMP(ts) PARTITION BY DAY;
+         INSERT INTO trades SELECT to_timestamp_micros(1704067200000000 + value * 8640000), random()
+             FROM generate_series(0, {});",
+        rows - 1
+    ))
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_ten_points_of_a_backup_never_leaves_a_false_complete_backup() {
     let (root, store) = (temp_root(), temp_root());
@@ -29,13 +43,7 @@ async fn kill_9_at_ten_points_of_a_backup_never_leaves_a_false_complete_backup()
         .conf("backup.cleanup.keep.latest.n", "3");
     let server = Server::start(root.path(), slow.clone());
     let c = server.connect().await;
-    c.batch_execute(
-        "CREATE TABLE trades (ts TIMESTAMP, price DOUBLE) TIMESTAMP(ts) PARTITION BY DAY;
-         INSERT INTO trades SELECT to_timestamp_micros(1704067200000000 + value * 8640000), random()
-             FROM generate_series(0, 299999);",
-    )
-    .await
-    .unwrap();
+    create_trades(&c, 300_000).await;
     drop(c);
     drop(server);
     // Digest of the data as each backup's snapshot saw it, by backup timestamp.
@@ -109,4 +117,58 @@ async fn kill_9_at_ten_points_of_a_backup_never_leaves_a_false_complete_backup()
 
 async fn digest_of(server: &Server) -> (i64, i64) {
     digest(&server.connect().await).await
+}
+
+/// Parquet files under `dir`, at any depth.
+fn parquet_files(dir: &Path) -> usize {
+    crate::backup::files_in(dir)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_trigger_restore_never_serves_a_half_restored_database() {
+    let (root, store) = (temp_root(), temp_root());
+    let server = Server::start(root.path(), store_opts(store.path()));
+    let c = server.connect().await;
+    // 60 daily partitions: a restore writes 60 files one after another.
+    create_trades(&c, 600_000).await;
+    let expected = digest(&c).await;
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    drop(c);
+    drop(server);
+
+    let copy = temp_root();
+    let trigger = copy.path().join("_backup_restore");
+    let conn = format!("fs::root={};", store.path().display());
+    std::fs::write(&trigger, format!("backup.object.store={conn}\n")).unwrap();
+    let staging = copy.path().join(".restore_staging");
+    let mut killed_midway = 0;
+    // Kill when the restore has written 1, 15, 30 and 45 of its 60 files.
+    for files in [1, 15, 30, 45] {
+        let mut child = Server::spawn(copy.path(), &Options::default());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while parquet_files(&staging) < files && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the restore made no progress");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if trigger.exists() && !copy.path().join("db/trades").exists() {
+            killed_midway += 1;
+        }
+        assert!(
+            !copy.path().join(".restore_failed").exists() && !copy.path().join("_restore_failed").exists(),
+            "a crash is not a failure: the next start retries"
+        );
+    }
+    assert!(
+        killed_midway >= 2,
+        "only {killed_midway} kills landed during the restore"
+    );
+    // The next start finishes the restore, removes the trigger, and serves exactly the backup.
+    let restored = Server::start(copy.path(), Options::default());
+    assert!(!trigger.exists());
+    assert_eq!(digest_of(&restored).await, expected);
 }

@@ -21,6 +21,8 @@ pub struct Options {
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     pub demo: bool,
+    /// A command the server runs under (`unshare ... sh -c '...' ...`), when not empty.
+    pub wrapper: Vec<String>,
 }
 
 impl Options {
@@ -63,11 +65,25 @@ impl Server {
         }
     }
 
-    pub fn try_start(root: &Path, opts: Options) -> Started {
-        write_conf(root, &opts);
-        let stderr_path = root.with_extension(format!("stderr.{}", std::process::id()));
-        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
-        let mut cmd = Command::new(binary());
+    /// Spawns `strata serve` on `root` without waiting for anything (for crash tests).
+    pub fn spawn(root: &Path, opts: &Options) -> Child {
+        write_conf(root, opts);
+        Self::command(root, opts)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn strata")
+    }
+
+    fn command(root: &Path, opts: &Options) -> Command {
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary());
+                cmd
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("serve").arg("--root").arg(root);
         if opts.demo {
             cmd.arg("--demo");
@@ -75,8 +91,15 @@ impl Server {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .env("RUST_LOG", "info")
+        cmd.env("RUST_LOG", "info");
+        cmd
+    }
+
+    pub fn try_start(root: &Path, opts: Options) -> Started {
+        write_conf(root, &opts);
+        let stderr_path = root.with_extension(format!("stderr.{}", std::process::id()));
+        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Self::command(root, &opts)
             .stdout(Stdio::piped())
             .stderr(stderr_file)
             .spawn()
@@ -151,6 +174,11 @@ impl Server {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => panic!("running psql: {e}"),
         }
+    }
+
+    /// The server's process id (the wrapper's, which execs the server).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn stderr(&self) -> String {

@@ -7,6 +7,8 @@ mod backup_crash;
 mod checkpoint;
 mod crash;
 mod ddl_and_errors;
+mod disk_full;
+mod encryption;
 mod housekeeping;
 mod queries;
 mod restore;
