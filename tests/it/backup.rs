@@ -456,6 +456,40 @@ async fn scheduled_backups_run_and_show_in_backups() {
     assert!(server.stderr().contains("scheduled backup"), "schedule runs are logged");
 }
 
+/// About 3 MiB of incompressible doubles over 6 daily files.
+const RANDOM_3_MIB: &str = "CREATE TABLE t (ts TIMESTAMP, a DOUBLE, b DOUBLE) TIMESTAMP(ts) PARTITION BY DAY;
+     INSERT INTO t SELECT to_timestamp_micros(1704067200000000 + value * 2500000), random() AS a, random() AS b
+     FROM generate_series(0, 199999);";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_tick_while_a_backup_runs_is_skipped_and_logged() {
+    let (root, store) = (temp_root(), temp_root());
+    let server = Server::start(root.path(), store_opts(store.path()));
+    server.connect().await.batch_execute(RANDOM_3_MIB).await.unwrap();
+    drop(server);
+    // Every second, with uploads paced at 1 MiB/s: the first backup spans several ticks.
+    let opts = store_opts(store.path())
+        .conf("backup.schedule.cron", "* * * * * *")
+        .conf("backup.max.bandwidth.mb", "1");
+    let server = Server::start(root.path(), opts);
+    let c = server.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server
+        .stderr()
+        .contains("scheduled backup skipped: the previous backup is still running")
+        || !backups(&c)
+            .await
+            .iter()
+            .any(|r| field(r, "status") == "cleanup complete")
+    {
+        assert!(Instant::now() < deadline, "no skipped tick: {}", server.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Skipped ticks leave no trace in the history: nothing failed, nothing overlapped.
+    let rows = backups(&c).await;
+    assert!(rows.iter().all(|r| field(r, "status") != "backup failed"), "{rows:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bandwidth_limit_paces_uploads_and_progress_moves() {
     let root = temp_root();
@@ -465,14 +499,7 @@ async fn bandwidth_limit_paces_uploads_and_progress_moves() {
         store_opts(store.path()).conf("backup.max.bandwidth.mb", "1"),
     );
     let c = server.connect().await;
-    // Random doubles do not compress: about 3 MiB over 6 daily files.
-    c.batch_execute(
-        "CREATE TABLE t (ts TIMESTAMP, a DOUBLE, b DOUBLE) TIMESTAMP(ts) PARTITION BY DAY;
-         INSERT INTO t SELECT to_timestamp_micros(1704067200000000 + value * 2500000), random() AS a, random() AS b
-         FROM generate_series(0, 199999);",
-    )
-    .await
-    .unwrap();
+    c.batch_execute(RANDOM_3_MIB).await.unwrap();
     let started = Instant::now();
     c.query_one("BACKUP DATABASE", &[]).await.unwrap();
     let mut seen = std::collections::BTreeSet::new();
