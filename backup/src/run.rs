@@ -151,13 +151,14 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     // Decide per distinct hash: reuse or upload.
     let mut objects: HashMap<String, (String, Codec, u64)> = HashMap::new();
     let mut to_upload: Vec<(String, PathBuf, u64)> = Vec::new();
+    let mut queued: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (name, table) in &job.snapshot.tables {
         let dir = job
             .table_dirs
             .get(name)
             .ok_or_else(|| BackupError::Other(format!("no folder for table '{name}'")))?;
         for f in &table.commit.files {
-            if objects.contains_key(&f.hash) || to_upload.iter().any(|(h, _, _)| h == &f.hash) {
+            if objects.contains_key(&f.hash) || queued.contains(&f.hash) {
                 update(progress, |r| r.files_done += 1);
                 continue;
             }
@@ -166,7 +167,10 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                     objects.insert(f.hash.clone(), found);
                     update(progress, |r| r.files_done += 1);
                 }
-                None => to_upload.push((f.hash.clone(), dir.join(&f.path), f.bytes)),
+                None => {
+                    queued.insert(f.hash.clone());
+                    to_upload.push((f.hash.clone(), dir.join(&f.path), f.bytes));
+                }
             }
         }
     }
@@ -270,6 +274,9 @@ async fn upload_file(
                 path.display()
             )));
         }
+        if !worth_compressing(&raw, level)? {
+            return Ok((Codec::Raw, raw));
+        }
         let compressed = zstd::bulk::compress(&raw, level).map_err(|e| BackupError::Other(format!("zstd: {e}")))?;
         if (compressed.len() as f64) <= raw.len() as f64 * (1.0 - MIN_SAVING) {
             Ok((Codec::Zst, compressed))
@@ -288,6 +295,22 @@ async fn upload_file(
     let stored = body.len() as u64;
     put_object(store, &key, body, limits).await?;
     Ok((object, codec, stored))
+}
+
+/// Bytes of a file compressed on trial before compressing all of it.
+const SAMPLE: usize = 256 << 10;
+
+/// Whether zstd is likely to save `MIN_SAVING` on `raw`, judged from a sample from
+/// its middle: Parquet pages are already compressed, and compressing a large file
+/// only to throw the result away would cost more CPU than the whole upload.
+fn worth_compressing(raw: &[u8], level: i32) -> Result<bool> {
+    if raw.len() <= 2 * SAMPLE {
+        return Ok(true);
+    }
+    let start = (raw.len() - SAMPLE) / 2;
+    let sample = &raw[start..start + SAMPLE];
+    let compressed = zstd::bulk::compress(sample, level).map_err(|e| BackupError::Other(format!("zstd: {e}")))?;
+    Ok((compressed.len() as f64) <= SAMPLE as f64 * (1.0 - MIN_SAVING))
 }
 
 /// One PUT of a small object (sealed when the store has a key), retried on transient failures.
@@ -407,4 +430,28 @@ pub(crate) fn finish_record(progress: &Progress, now: i64, result: &Result<Manif
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_is_tried_on_a_sample_first() {
+        let text: Vec<u8> = b"2024-01-15,BTC-USD,42000.5\n".repeat(40_000);
+        assert!(worth_compressing(&text, 3).unwrap());
+        // Already-compressed bytes (a zstd frame of random-ish data) do not shrink.
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..1_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(!worth_compressing(&noise, 3).unwrap());
+        // Small files are simply compressed whole.
+        assert!(worth_compressing(&noise[..1000], 3).unwrap());
+    }
 }

@@ -1,0 +1,566 @@
+//! The backup benchmark (issue 7): full and incremental `BACKUP DATABASE`, restore,
+//! `CHECKPOINT CREATE` + `RELEASE`, a backup when nothing changed among many files,
+//! foreground latency during a backup and peak memory, each beside `tar | zstd`,
+//! restic and rsync measured in the same run on the same disk.
+//!
+//! ```text
+//! cargo run --release --example backup_bench -- [--quick] [--days N] [--rows-per-day R] [--tables T] [--json PATH]
+//! ```
+//!
+//! Figures are medians of `--repeat` runs with min and max; see docs/performance.md.
+mod data;
+mod measure;
+mod peers;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Parser;
+use engine::{Database, Properties, Settings};
+use serde_json::{Value, json};
+
+use measure::{MIB, Run, Stat, Timer, bytes_read, count_files, du, peak_rss_bytes, reset_peak_rss};
+use peers::Peers;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Parser, Debug)]
+#[command(about = "Measures Strata's backup and restore beside tar|zstd, restic and rsync")]
+struct Args {
+    /// Daily partitions per table (default 30; 10 with --quick).
+    #[arg(long)]
+    days: Option<i64>,
+    /// Rows in each daily partition (default 900,000: about 2 GB in all; 150,000 with --quick).
+    #[arg(long)]
+    rows_per_day: Option<usize>,
+    /// Tables of trades (default 3; 2 with --quick).
+    #[arg(long)]
+    tables: Option<usize>,
+    /// About 100 MB of data and 3,650 tiny files instead of 2 GB and 100,000: a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Runs of each measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Tables of the many-files database (default 100; 10 with --quick).
+    #[arg(long)]
+    many_tables: Option<usize>,
+    /// Daily partitions (one tiny file each) per table of the many-files database (default 1000; 365 with --quick).
+    #[arg(long)]
+    many_partitions: Option<i64>,
+    /// Where to build the databases, stores and copies (default: a new folder in the current directory).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Also write every figure to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the work folder (databases, stores, archives) for inspection.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// The sizes this run uses, after defaults.
+struct Plan {
+    tables: usize,
+    days: i64,
+    rows_per_day: usize,
+    many_tables: usize,
+    many_partitions: i64,
+    repeat: usize,
+}
+
+impl Plan {
+    fn from(args: &Args) -> Self {
+        let q = args.quick;
+        Self {
+            tables: args.tables.unwrap_or(if q { 2 } else { 3 }),
+            days: args.days.unwrap_or(if q { 10 } else { 30 }),
+            rows_per_day: args.rows_per_day.unwrap_or(if q { 150_000 } else { 900_000 }),
+            many_tables: args.many_tables.unwrap_or(if q { 10 } else { 100 }),
+            many_partitions: args.many_partitions.unwrap_or(if q { 365 } else { 1000 }),
+            repeat: args.repeat.max(1),
+        }
+    }
+}
+
+/// Opens the database at `root`, backing up to an `fs::` store at `store` (or with
+/// backups disabled), with housekeeping out of the way of the measurements.
+async fn open(root: &Path, store: Option<&Path>) -> BenchResult<Arc<Database>> {
+    let mut conf = HashMap::from([("housekeeping.interval.ms".to_string(), "86400000".to_string())]);
+    match store {
+        Some(s) => conf.insert("backup.object.store".into(), format!("fs::root={};", s.display())),
+        None => conf.insert("backup.enabled".into(), "false".into()),
+    };
+    let settings = Settings::from_properties(&Properties::from_sources(conf, HashMap::new()))?;
+    Ok(Database::open(root, settings).await?)
+}
+
+/// Runs one SQL statement and returns the first row's columns as text.
+async fn sql_row(db: &Database, sql: &str) -> BenchResult<Vec<String>> {
+    let batches = db.context().sql(sql).await?.collect().await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(Vec::new());
+    };
+    Ok(batch
+        .columns()
+        .iter()
+        .map(|c| arrow::util::display::array_value_to_string(c, 0).unwrap_or_default())
+        .collect())
+}
+
+/// Data files of every table: path -> bytes.
+fn data_files(db: &Database) -> HashMap<String, u64> {
+    let storage = db.storage();
+    storage
+        .table_names()
+        .into_iter()
+        .filter_map(|n| storage.table(&n))
+        .flat_map(|t| {
+            let name = t.name().to_string();
+            t.commit()
+                .files
+                .iter()
+                .map(|f| (format!("{name}/{}", f.path), f.bytes))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn secs(runs: &[Run]) -> Stat {
+    Stat::of(&runs.iter().map(|r| r.secs).collect::<Vec<_>>())
+}
+
+fn cpu(runs: &[Run]) -> Stat {
+    Stat::of(&runs.iter().map(|r| r.cpu).collect::<Vec<_>>())
+}
+
+fn fmt_stat(s: Stat, unit: &str) -> String {
+    format!("{:.3} {unit} ({:.3}-{:.3})", s.median, s.min, s.max)
+}
+
+fn ratio(ours: f64, theirs: f64) -> String {
+    format!("{:.2}x", ours / theirs)
+}
+
+/// A peer's line under ours: its times and the ratio of our median to its.
+fn peer(name: &str, theirs: Stat, ours: f64) -> String {
+    format!(
+        "\n   {name}: {} -> ours/peer: {}",
+        fmt_stat(theirs, "s"),
+        ratio(ours, theirs.median)
+    )
+}
+
+/// The printed report: one line per figure, in the order measured.
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+    json: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    fn line(&mut self, text: String) {
+        println!("{text}");
+        self.lines.push(text);
+    }
+
+    fn set(&mut self, key: &str, value: Value) {
+        self.json.insert(key.to_string(), value);
+    }
+
+    /// Item 8: the median peak RSS of the runs of `what`.
+    fn peak_rss(&mut self, what: &str, key: &str, samples: &[f64]) {
+        let rss = Stat::of(samples);
+        self.line(format!(
+            "8. peak RSS during {what}: {:.0} MiB (median)",
+            rss.median / MIB
+        ));
+        self.set(key, rss.json());
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("backup_bench: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("backup_bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> BenchResult<()> {
+    let plan = Plan::from(args);
+    let parent = args.work.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent)?;
+    let mut work_dir = tempfile::Builder::new().prefix("backup_bench.").tempdir_in(&parent)?;
+    work_dir.disable_cleanup(args.keep);
+    let work = work_dir.path();
+    let peers = Peers::find(work);
+    let mut report = Report::default();
+    report.line(format!(
+        "backup_bench: {} tables x {} days x {} rows, {} runs each, in {}; peers: {}",
+        plan.tables,
+        plan.days,
+        plan.rows_per_day,
+        plan.repeat,
+        work.display(),
+        peers.describe()
+    ));
+    report.set("machine", machine());
+
+    let root = work.join("root");
+    let build = Timer::start();
+    {
+        let db = open(&root, None).await?;
+        data::build_trades(db.storage(), plan.tables, plan.days, plan.rows_per_day)?;
+        db.shutdown().await;
+    }
+    let build = build.stop();
+    let db_dir = root.join("db");
+    let db_bytes = du(&db_dir) as f64;
+    report.line(format!(
+        "0. database: {:.1} MB in {} files, built in {:.1} s through the write path",
+        db_bytes / 1e6,
+        count_files(&db_dir),
+        build.secs
+    ));
+    report.set("database_bytes", json!(db_bytes));
+
+    let store = full_backup(&plan, &root, &peers, db_bytes, &mut report).await?;
+    incremental(&plan, &root, &store, &peers, &mut report).await?;
+    restore(&plan, &store, &peers, &mut report).await?;
+    foreground(&root, work, &mut report).await?;
+    many_files(&plan, work, &mut report).await?;
+
+    if let Some(path) = &args.json {
+        let mut all = report.json;
+        all.insert("report".into(), json!(report.lines));
+        std::fs::write(path, serde_json::to_vec_pretty(&Value::Object(all))?)?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// 1, 2 and 8: full backups into fresh stores beside tar|zstd and restic. Returns the
+/// last store, which the incremental and restore measurements go on with.
+async fn full_backup(
+    plan: &Plan,
+    root: &Path,
+    peers: &Peers,
+    db_bytes: f64,
+    report: &mut Report,
+) -> BenchResult<PathBuf> {
+    let (mut runs, mut stored, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    let mut store = PathBuf::new();
+    for r in 0..plan.repeat {
+        if r > 0 {
+            std::fs::remove_dir_all(&store)?;
+        }
+        store = root.with_file_name(format!("store_{r}"));
+        let db = open(root, Some(&store)).await?;
+        reset_peak_rss();
+        let timer = Timer::start();
+        db.backup_start(true).await?;
+        runs.push(timer.stop());
+        rss.push(peak_rss_bytes() as f64);
+        stored.push(du(&store) as f64);
+        db.shutdown().await;
+    }
+    let (ours, ours_cpu, ours_bytes) = (secs(&runs), cpu(&runs), Stat::of(&stored).median);
+    let mut line = format!(
+        "1. full backup: {}, cpu {}, {:.0} MB/s, stored {:.1} MB",
+        fmt_stat(ours, "s"),
+        fmt_stat(ours_cpu, "s"),
+        db_bytes / 1e6 / ours.median,
+        ours_bytes / 1e6
+    );
+    let mut figures = json!({"seconds": ours.json(), "cpu_seconds": ours_cpu.json(), "stored_bytes": ours_bytes,
+        "mb_per_s": db_bytes / 1e6 / ours.median});
+    let tar = peers.tar_full(root, plan.repeat);
+    line += &format!(
+        "\n   tar|zstd -T0 -3: {}, cpu {}, {:.1} MB -> ours/tar: time {}, cpu {}, bytes {}",
+        fmt_stat(tar.secs, "s"),
+        fmt_stat(tar.cpu, "s"),
+        tar.bytes / 1e6,
+        ratio(ours.median, tar.secs.median),
+        ratio(ours_cpu.median, tar.cpu.median),
+        ratio(ours_bytes, tar.bytes)
+    );
+    figures["tar_zstd"] = tar.json();
+    if let Some(restic) = peers.restic_full(root, plan.repeat) {
+        line += &format!(
+            "\n   restic backup: {}, {:.1} MB -> ours/restic: time {}",
+            fmt_stat(restic.secs, "s"),
+            restic.bytes / 1e6,
+            ratio(ours.median, restic.secs.median)
+        );
+        figures["restic"] = restic.json();
+    }
+    report.line(line);
+    report.set("full_backup", figures);
+    report.peak_rss("full backup", "full_backup_peak_rss_bytes", &rss);
+    Ok(store)
+}
+
+/// 3: append rows to one old partition and rewrite another, then back up again.
+async fn incremental(plan: &Plan, root: &Path, store: &Path, peers: &Peers, report: &mut Report) -> BenchResult<()> {
+    peers.prepare_incremental(root);
+    let (mut runs, mut changed, mut uploaded) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut restic, mut rsync) = (Vec::new(), Vec::new());
+    let mut rng = data::Rng::new(99);
+    // 0.25% of all rows appended to one partition of the first table.
+    let appended = (plan.tables * plan.days as usize * plan.rows_per_day / 400).max(1);
+    for r in 0..plan.repeat {
+        let db = open(root, Some(store)).await?;
+        let before = data_files(&db);
+        let storage = db.storage();
+        let first = storage.table("trades_0").ok_or("trades_0 is missing")?;
+        let day = (1 + r as i64) % plan.days;
+        first.append(&[data::trades_day(first.meta(), day, appended, &mut rng)])?;
+        // And one partition of the last table rewritten with new rows.
+        let last = storage
+            .table(&format!("trades_{}", plan.tables - 1))
+            .ok_or("last table is missing")?;
+        let day = (plan.days / 2 + r as i64) % plan.days;
+        let ts = data::FIRST_DAY_MICROS + day * data::DAY_MICROS;
+        let partition = last
+            .partitions()
+            .into_iter()
+            .find(|(_, (lo, hi))| *lo <= ts && ts < *hi)
+            .map(|(name, _)| name)
+            .ok_or("partition is missing")?;
+        last.drop_partitions(&[partition])?;
+        last.append(&[data::trades_day(last.meta(), day, plan.rows_per_day, &mut rng)])?;
+        let after = data_files(&db);
+        changed.push(
+            after
+                .iter()
+                .filter(|(p, _)| !before.contains_key(*p))
+                .map(|(_, b)| *b as f64)
+                .sum(),
+        );
+        let timer = Timer::start();
+        db.backup_start(true).await?;
+        runs.push(timer.stop());
+        let row = sql_row(&db, "SELECT bytes_uploaded FROM backups() LIMIT 1").await?;
+        uploaded.push(row.first().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN));
+        db.shutdown().await;
+        if let Some(run) = peers.restic_incremental(root) {
+            restic.push(run);
+        }
+        if let Some(run) = peers.rsync(root) {
+            rsync.push(run);
+        }
+    }
+    let ours = secs(&runs);
+    let (changed, uploaded) = (Stat::of(&changed).median, Stat::of(&uploaded).median);
+    let mut line = format!(
+        "3. incremental backup: {}, uploaded {:.2} MB for {:.2} MB of changed files ({:.3}x changed + 1 MiB)",
+        fmt_stat(ours, "s"),
+        uploaded / 1e6,
+        changed / 1e6,
+        uploaded / (changed + MIB)
+    );
+    let mut figures = json!({"seconds": ours.json(), "uploaded_bytes": uploaded, "changed_bytes": changed});
+    if !restic.is_empty() {
+        let s = secs(&restic);
+        line += &peer("restic second backup", s, ours.median);
+        figures["restic_seconds"] = s.json();
+    }
+    if !rsync.is_empty() {
+        let s = secs(&rsync);
+        line += &peer("rsync of the changed tree", s, ours.median);
+        figures["rsync_seconds"] = s.json();
+    }
+    report.line(line);
+    report.set("incremental_backup", figures);
+    Ok(())
+}
+
+/// 4 and 8: restore the latest backup into an empty root, beside untar and restic restore.
+async fn restore(plan: &Plan, store: &Path, peers: &Peers, report: &mut Report) -> BenchResult<()> {
+    let conn = format!("fs::root={};", store.display());
+    let objects = backup::Store::open(&conn)?;
+    let selector = backup::Selector {
+        instance: None,
+        timestamp: None,
+    };
+    let (mut runs, mut rss) = (Vec::new(), Vec::new());
+    for r in 0..plan.repeat {
+        let target = store.with_file_name(format!("restored_{r}"));
+        reset_peak_rss();
+        let timer = Timer::start();
+        backup::restore_database(&objects, &selector, &target, &|_, _| {}).await?;
+        runs.push(timer.stop());
+        rss.push(peak_rss_bytes() as f64);
+        std::fs::remove_dir_all(&target)?;
+    }
+    let ours = secs(&runs);
+    let untar = peers.untar(plan.repeat);
+    let mut line = format!(
+        "4. restore: {}\n   zstd -d | tar -x: {} -> ours/untar: {}",
+        fmt_stat(ours, "s"),
+        fmt_stat(untar, "s"),
+        ratio(ours.median, untar.median)
+    );
+    let mut figures = json!({"seconds": ours.json(), "untar_seconds": untar.json()});
+    if let Some(s) = peers.restic_restore(plan.repeat) {
+        line += &peer("restic restore", s, ours.median);
+        figures["restic_seconds"] = s.json();
+    }
+    report.line(line);
+    report.set("restore", figures);
+    report.peak_rss("restore", "restore_peak_rss_bytes", &rss);
+    Ok(())
+}
+
+/// Latencies (seconds) of a one-day query and of a one-row insert, alternating,
+/// `n` of each, or until `until` says stop when given.
+async fn foreground_samples(db: &Database, n: usize, while_backing_up: bool) -> BenchResult<(Vec<f64>, Vec<f64>)> {
+    let (mut query, mut insert) = (Vec::new(), Vec::new());
+    let one_day =
+        "SELECT count(*), avg(price), max(amount) FROM trades_0 WHERE ts >= '2024-01-02' AND ts < '2024-01-03'";
+    for i in 0..n {
+        if while_backing_up && i % 5 == 0 {
+            let status = sql_row(db, "SELECT status FROM backups() LIMIT 1").await?;
+            if status.first().map(String::as_str) != Some("backup in progress") {
+                break;
+            }
+        }
+        let t = std::time::Instant::now();
+        db.context().sql(one_day).await?.collect().await?;
+        query.push(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        db.context()
+            .sql("INSERT INTO trades_0 VALUES ('2024-01-05T12:00:00', 'BTC-USD', 42000.5, 0.25)")
+            .await?
+            .collect()
+            .await?;
+        insert.push(t.elapsed().as_secs_f64());
+    }
+    Ok((query, insert))
+}
+
+/// 7: foreground latency with no backup, then while a full backup runs.
+async fn foreground(root: &Path, work: &Path, report: &mut Report) -> BenchResult<()> {
+    let store = work.join("store_foreground");
+    let db = open(root, Some(&store)).await?;
+    foreground_samples(&db, 3, false).await?; // warm up
+    let (idle_q, idle_i) = foreground_samples(&db, 40, false).await?;
+    db.backup_start(false).await?;
+    let (busy_q, busy_i) = foreground_samples(&db, 100_000, true).await?;
+    // Let the backup finish before the next measurement.
+    while sql_row(&db, "SELECT status FROM backups() LIMIT 1")
+        .await?
+        .first()
+        .map(String::as_str)
+        == Some("backup in progress")
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.shutdown().await;
+    std::fs::remove_dir_all(&store)?;
+    let ms = |v: &[f64], q: f64| Stat::quantile(v, q) * 1000.0;
+    report.line(format!(
+        "7. foreground during a full backup ({} queries, {} inserts sampled):\n   one-day query p50 {:.1} ms p99 {:.1} ms (idle p50 {:.1} p99 {:.1}) -> p99 ratio {}\n   one-row insert p50 {:.1} ms p99 {:.1} ms (idle p50 {:.1} p99 {:.1}) -> p99 ratio {}",
+        busy_q.len(),
+        busy_i.len(),
+        ms(&busy_q, 0.5),
+        ms(&busy_q, 0.99),
+        ms(&idle_q, 0.5),
+        ms(&idle_q, 0.99),
+        ratio(ms(&busy_q, 0.99), ms(&idle_q, 0.99)),
+        ms(&busy_i, 0.5),
+        ms(&busy_i, 0.99),
+        ms(&idle_i, 0.5),
+        ms(&idle_i, 0.99),
+        ratio(ms(&busy_i, 0.99), ms(&idle_i, 0.99)),
+    ));
+    report.set(
+        "foreground_ms",
+        json!({
+            "query": {"idle_p50": ms(&idle_q, 0.5), "idle_p99": ms(&idle_q, 0.99), "busy_p50": ms(&busy_q, 0.5), "busy_p99": ms(&busy_q, 0.99), "busy_samples": busy_q.len()},
+            "insert": {"idle_p50": ms(&idle_i, 0.5), "idle_p99": ms(&idle_i, 0.99), "busy_p50": ms(&busy_i, 0.5), "busy_p99": ms(&busy_i, 0.99), "busy_samples": busy_i.len()},
+        }),
+    );
+    Ok(())
+}
+
+/// 5 and 6: CHECKPOINT CREATE + RELEASE, and a backup when nothing changed, over many tiny files.
+async fn many_files(plan: &Plan, work: &Path, report: &mut Report) -> BenchResult<()> {
+    let root = work.join("many_root");
+    let store = work.join("store_many");
+    let db = open(&root, Some(&store)).await?;
+    let timer = Timer::start();
+    data::build_many_files(db.storage(), plan.many_tables, plan.many_partitions)?;
+    let build = timer.stop();
+    let files = plan.many_tables as i64 * plan.many_partitions;
+    report.line(format!(
+        "   many-files database: {} tables x {} partitions = {files} files, built in {:.1} s",
+        plan.many_tables, plan.many_partitions, build.secs
+    ));
+    let mut checkpoint = Vec::new();
+    for _ in 0..plan.repeat.max(5) {
+        let timer = Timer::start();
+        db.checkpoint_create().await?;
+        db.checkpoint_release().await?;
+        checkpoint.push(timer.stop().secs * 1000.0);
+    }
+    let checkpoint = Stat::of(&checkpoint);
+    report.line(format!(
+        "5. CHECKPOINT CREATE + RELEASE, {files} partitions: {}",
+        fmt_stat(checkpoint, "ms")
+    ));
+    report.set("checkpoint_ms", checkpoint.json());
+
+    let timer = Timer::start();
+    db.backup_start(true).await?;
+    let first = timer.stop();
+    let (mut runs, mut read) = (Vec::new(), Vec::new());
+    for _ in 0..plan.repeat {
+        let before = bytes_read();
+        let timer = Timer::start();
+        db.backup_start(true).await?;
+        runs.push(timer.stop());
+        read.push((bytes_read() - before) as f64);
+    }
+    let data_bytes: u64 = data_files(&db).values().sum();
+    db.shutdown().await;
+    let (s, read) = (secs(&runs), Stat::of(&read));
+    report.line(format!(
+        "6. backup with nothing changed, {files} files: {} (first backup {:.1} s); bytes read by the whole process {:.0} KB (the data files hold {:.1} MB)",
+        fmt_stat(s, "s"),
+        first.secs,
+        read.median / 1e3,
+        data_bytes as f64 / 1e6
+    ));
+    report.set(
+        "unchanged_backup",
+        json!({"files": files, "seconds": s.json(), "first_backup_seconds": first.secs, "bytes_read": read.json(), "data_file_bytes": data_bytes}),
+    );
+    Ok(())
+}
+
+/// What the figures were measured on.
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    json!({"cpus": cpus, "cpu_model": model})
+}
