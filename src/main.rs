@@ -117,11 +117,12 @@ async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Erro
     }
     let addr = listener.local_addr()?;
     tracing::info!(root = %root.display(), "database open, data id {}", db.storage().data_id());
+    let stop = StopSignals::install();
     // Tests and scripts read this line to learn the port when binding to port 0.
     println!("strata listening on {addr}");
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(sql::serve(db.clone(), listener, tls, shutdown.clone()));
-    wait_for_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     server.await??;
@@ -130,24 +131,39 @@ async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Erro
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Ctrl-C and SIGTERM, listened for from creation on: installed before the server
+/// says it is listening, so a stop request can never arrive before the handler.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                signals: signal(SignalKind::terminate())
+                    .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+                    .ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut interrupt)) = self.signals {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,7 +1,7 @@
 //! Finding backups in a store: its instances, their complete backups, and the
 //! one a restore or verify asks for (by instance and timestamp, or the latest).
 
-use crate::error::{BackupError, Result, store_err};
+use crate::error::{BackupError, Result};
 use crate::layout::{BACKUP_ROOT, data_id_key, format_timestamp};
 use crate::manifest::Manifest;
 use crate::retention::{complete_backups, read_manifest};
@@ -18,14 +18,7 @@ pub struct Selector {
 /// Names of every backup instance in the store, sorted.
 pub async fn instances(store: &Store) -> Result<Vec<String>> {
     let prefix = store.key(BACKUP_ROOT);
-    let listing = crate::retry::with_retry(&format!("listing {prefix}"), || async {
-        store
-            .store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(store_err(format!("listing {prefix}")))
-    })
-    .await?;
+    let listing = store.list_folder(&prefix).await?;
     let mut names: Vec<String> = listing
         .common_prefixes
         .iter()

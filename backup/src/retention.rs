@@ -76,7 +76,11 @@ pub async fn cleanup(store: &Store, instance: &str, keep_latest: usize) -> Resul
             .await
             .map_err(store_err(format!("deleting {key}")))?;
     }
-    let objects = store.list(&files_dir(instance)).await?.into_iter().map(|m| m.location);
+    let objects = store
+        .list_sharded(&files_dir(instance))
+        .await?
+        .into_iter()
+        .map(|m| m.location);
     for key in objects {
         let name = key.as_ref().get(base_len..).unwrap_or_default();
         if !referenced.contains(name) {

@@ -94,7 +94,7 @@ pub fn new_record(job: &BackupJob, now_micros: i64) -> BackupRecord {
 pub(crate) async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<String, u64>> {
     let base_len = store.key(&instance_dir(instance)).as_ref().len() + 1;
     Ok(store
-        .list(&files_dir(instance))
+        .list_sharded(&files_dir(instance))
         .await?
         .into_iter()
         .map(|m| {
@@ -199,6 +199,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     .buffer_unordered(UPLOAD_CONCURRENCY)
     .collect::<Vec<_>>()
     .await;
+    let uploaded_any = !results.is_empty();
     for r in results {
         let (hash, obj) = r.map_err(|e| match e {
             BackupError::Aborted(_) => BackupError::Aborted(format_timestamp(job.backup_micros)),
@@ -209,8 +210,13 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     if cancel.is_cancelled() {
         return Err(BackupError::Aborted(format_timestamp(job.backup_micros)));
     }
-    // Confirm presence of everything the manifest names, including reused objects.
-    let present = existing_objects(&job.store, &job.instance).await?;
+    // Confirm presence of everything the manifest names, including reused objects
+    // (when nothing went up, the listing this backup started with is that proof).
+    let present = if uploaded_any {
+        existing_objects(&job.store, &job.instance).await?
+    } else {
+        existing
+    };
     if let Some((hash, (obj, _, _))) = objects.iter().find(|(_, (obj, _, _))| !present.contains_key(obj)) {
         return Err(BackupError::Other(format!(
             "object {obj} (file hash {hash}) is missing from the store after upload"
@@ -248,7 +254,8 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             .collect(),
     };
     let key = job.store.key(&manifest_key(&job.instance, job.backup_micros));
-    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
+    // Compact: with 100,000 files, indentation alone would be a third of the manifest.
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
     // One PUT: object stores make it visible whole or not at all.
     put_small(&job.store, &key, Bytes::from(bytes)).await?;
     Ok(manifest)

@@ -18,6 +18,8 @@ use crate::error::{BackupError, Result};
 
 const KEY: &str = "backup.object.store";
 const SECRET_OPTIONS: &[&str] = &["secret_access_key", "session_token", "token"];
+/// Listings in flight at once in [`Store::list_sharded`].
+const LIST_CONCURRENCY: usize = 16;
 
 /// An opened store plus the prefix all our keys live under.
 #[derive(Clone)]
@@ -252,16 +254,46 @@ impl Store {
 
     /// Every object under `rest` (listing retried on transient failures).
     pub async fn list(&self, rest: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        self.list_prefix(&self.key(rest)).await
+    }
+
+    async fn list_prefix(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
         use futures::TryStreamExt;
-        let prefix = self.key(rest);
         crate::retry::with_retry(&format!("listing {prefix}"), || async {
             self.store
-                .list(Some(&prefix))
+                .list(Some(prefix))
                 .try_collect::<Vec<_>>()
                 .await
                 .map_err(crate::error::store_err(format!("listing {prefix}")))
         })
         .await
+    }
+
+    /// The objects and sub-folders directly under `prefix`.
+    pub(crate) async fn list_folder(&self, prefix: &Path) -> Result<object_store::ListResult> {
+        crate::retry::with_retry(&format!("listing {prefix}"), || async {
+            self.store
+                .list_with_delimiter(Some(prefix))
+                .await
+                .map_err(crate::error::store_err(format!("listing {prefix}")))
+        })
+        .await
+    }
+
+    /// Every object under `rest`, listing its sub-folders in parallel: data objects
+    /// are spread over 256 shard folders, and one listing at a time would leave
+    /// both the store's and our cores idle.
+    pub async fn list_sharded(&self, rest: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        use futures::{StreamExt, TryStreamExt};
+        let top = self.list_folder(&self.key(rest)).await?;
+        let shards: Vec<Vec<object_store::ObjectMeta>> = futures::stream::iter(top.common_prefixes)
+            .map(|shard| async move { self.list_prefix(&shard).await })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut all = top.objects;
+        all.extend(shards.into_iter().flatten());
+        Ok(all)
     }
 
     /// `prefix/rest`.

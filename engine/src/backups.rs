@@ -51,7 +51,8 @@ impl Default for BackupSettings {
             enabled: true,
             object_store: None,
             compression_level: 5,
-            compression_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // Half the cores: the other half stays with foreground queries and inserts.
+            compression_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             max_bandwidth: None,
             keep_latest: 5,
             instance_name: None,

@@ -91,15 +91,17 @@ pub fn build_trades(storage: &Storage, tables: usize, days: i64, rows_per_day: u
     Ok(())
 }
 
-/// `tables` tables with one row in each of `partitions` daily partitions: one
-/// tiny file per partition.
-pub fn build_many_files(storage: &Storage, tables: usize, partitions: i64) -> storage::Result<()> {
-    let mut rng = Rng::new(7);
+/// `tables` tables with one row in each daily partition of `days`: one tiny file
+/// per partition. Tables are created on the first call and extended on later ones.
+pub fn build_many_files(storage: &Storage, tables: usize, days: std::ops::Range<i64>) -> storage::Result<()> {
+    let mut rng = Rng::new(7 + days.start as u64);
     for t in 0..tables {
         let meta = trades_meta(&format!("many_{t}"));
-        let table = storage.create_table(meta.clone(), false)?;
-        let batches: Vec<RecordBatch> = (0..partitions).map(|d| trades_day(&meta, d, 1, &mut rng)).collect();
-        table.append(&batches)?;
+        let table = storage.create_table(meta.clone(), true)?;
+        let batches: Vec<RecordBatch> = days.clone().map(|d| trades_day(&meta, d, 1, &mut rng)).collect();
+        if !batches.is_empty() {
+            table.append(&batches)?;
+        }
     }
     Ok(())
 }

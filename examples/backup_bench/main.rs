@@ -20,7 +20,7 @@ use clap::Parser;
 use engine::{Database, Properties, Settings};
 use serde_json::{Value, json};
 
-use measure::{MIB, Run, Stat, Timer, bytes_read, count_files, du, peak_rss_bytes, reset_peak_rss};
+use measure::{MIB, Run, Stat, Timer, bytes_read, count_files, du, peak_rss_bytes};
 use peers::Peers;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -28,7 +28,7 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 #[derive(Parser, Debug)]
 #[command(about = "Measures Strata's backup and restore beside tar|zstd, restic and rsync")]
 struct Args {
-    /// Daily partitions per table (default 30; 10 with --quick).
+    /// Daily partitions per table (default 90; 10 with --quick).
     #[arg(long)]
     days: Option<i64>,
     /// Rows in each daily partition (default 900,000: about 2 GB in all; 150,000 with --quick).
@@ -37,7 +37,7 @@ struct Args {
     /// Tables of trades (default 3; 2 with --quick).
     #[arg(long)]
     tables: Option<usize>,
-    /// About 100 MB of data and 3,650 tiny files instead of 2 GB and 100,000: a smoke run.
+    /// About 30 MB of data and 3,650 tiny files instead of 2 GB and 100,000: a smoke run.
     #[arg(long)]
     quick: bool,
     /// Runs of each measurement (the median is reported).
@@ -46,7 +46,8 @@ struct Args {
     /// Tables of the many-files database (default 100; 10 with --quick).
     #[arg(long)]
     many_tables: Option<usize>,
-    /// Daily partitions (one tiny file each) per table of the many-files database (default 1000; 365 with --quick).
+    /// Daily partitions (one tiny file each) per table of the many-files database for the
+    /// unchanged-backup measurement (default 1000; 365 with --quick); CHECKPOINT is measured at 365.
     #[arg(long)]
     many_partitions: Option<i64>,
     /// Where to build the databases, stores and copies (default: a new folder in the current directory).
@@ -58,7 +59,83 @@ struct Args {
     /// Keep the work folder (databases, stores, archives) for inspection.
     #[arg(long)]
     keep: bool,
+    /// Internal: run one operation (`backup` of `--root` into `--store`, or `restore`
+    /// of `--store` into `--root`) in this fresh process and print its figures, so
+    /// its peak memory is its own.
+    #[arg(long, hide = true, requires_all = ["root", "store"])]
+    child: Option<ChildOp>,
+    #[arg(long, hide = true)]
+    root: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    store: Option<PathBuf>,
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ChildOp {
+    Backup,
+    Restore,
+}
+
+/// Figures of one operation run in a child process.
+struct ChildRun {
+    run: Run,
+    peak_rss: f64,
+}
+
+/// Runs `op` in a new process of this benchmark (after `sync`) and reads its figures.
+fn in_child(op: &str, root: &Path, store: &Path) -> BenchResult<ChildRun> {
+    measure::settle();
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--child", op, "--root"])
+        .arg(root)
+        .arg("--store")
+        .arg(store)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{op} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let num = |k: &str| v[k].as_f64().ok_or_else(|| format!("{op}: no '{k}' in {v}"));
+    Ok(ChildRun {
+        run: Run {
+            secs: num("secs")?,
+            cpu: num("cpu")?,
+        },
+        peak_rss: num("peak_rss")?,
+    })
+}
+
+/// The child side of [`in_child`]: one backup or restore, then its figures on stdout.
+async fn child(op: ChildOp, root: &Path, store: &Path) -> BenchResult<()> {
+    let run = match op {
+        ChildOp::Backup => {
+            let db = open(root, Some(store)).await?;
+            let timer = Timer::start();
+            db.backup_start(true).await?;
+            let run = timer.stop();
+            db.shutdown().await;
+            run
+        }
+        ChildOp::Restore => {
+            let objects = backup::Store::open(&format!("fs::root={};", store.display()))?;
+            let latest = backup::Selector {
+                instance: None,
+                timestamp: None,
+            };
+            let timer = Timer::start();
+            backup::restore_database(&objects, &latest, root, &|_, _| {}).await?;
+            timer.stop()
+        }
+    };
+    println!(
+        "{}",
+        json!({"secs": run.secs, "cpu": run.cpu, "peak_rss": peak_rss_bytes()})
+    );
+    Ok(())
+}
+
+/// Partitions a table of the many-files database has when CHECKPOINT is measured (a year of days).
+const CHECKPOINT_PARTITIONS: i64 = 365;
 
 /// The sizes this run uses, after defaults.
 struct Plan {
@@ -75,10 +152,13 @@ impl Plan {
         let q = args.quick;
         Self {
             tables: args.tables.unwrap_or(if q { 2 } else { 3 }),
-            days: args.days.unwrap_or(if q { 10 } else { 30 }),
+            days: args.days.unwrap_or(if q { 10 } else { 90 }),
             rows_per_day: args.rows_per_day.unwrap_or(if q { 150_000 } else { 900_000 }),
             many_tables: args.many_tables.unwrap_or(if q { 10 } else { 100 }),
-            many_partitions: args.many_partitions.unwrap_or(if q { 365 } else { 1000 }),
+            many_partitions: args
+                .many_partitions
+                .unwrap_or(if q { 365 } else { 1000 })
+                .max(CHECKPOINT_PARTITIONS),
             repeat: args.repeat.max(1),
         }
     }
@@ -169,11 +249,11 @@ impl Report {
         self.json.insert(key.to_string(), value);
     }
 
-    /// Item 8: the median peak RSS of the runs of `what`.
+    /// Item 8: the median peak RSS of the processes that ran `what`.
     fn peak_rss(&mut self, what: &str, key: &str, samples: &[f64]) {
         let rss = Stat::of(samples);
         self.line(format!(
-            "8. peak RSS during {what}: {:.0} MiB (median)",
+            "8. peak RSS of the process running the {what}: {:.0} MiB (median)",
             rss.median / MIB
         ));
         self.set(key, rss.json());
@@ -189,7 +269,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&args)) {
+    let result = match (args.child, &args.root, &args.store) {
+        (Some(op), Some(root), Some(store)) => runtime.block_on(child(op, root, store)),
+        _ => runtime.block_on(run(&args)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("backup_bench: {e}");
@@ -267,14 +351,10 @@ async fn full_backup(
             std::fs::remove_dir_all(&store)?;
         }
         store = root.with_file_name(format!("store_{r}"));
-        let db = open(root, Some(&store)).await?;
-        reset_peak_rss();
-        let timer = Timer::start();
-        db.backup_start(true).await?;
-        runs.push(timer.stop());
-        rss.push(peak_rss_bytes() as f64);
+        let done = in_child("backup", root, &store)?;
+        runs.push(done.run);
+        rss.push(done.peak_rss);
         stored.push(du(&store) as f64);
-        db.shutdown().await;
     }
     let (ours, ours_cpu, ours_bytes) = (secs(&runs), cpu(&runs), Stat::of(&stored).median);
     let mut line = format!(
@@ -349,6 +429,7 @@ async fn incremental(plan: &Plan, root: &Path, store: &Path, peers: &Peers, repo
                 .map(|(_, b)| *b as f64)
                 .sum(),
         );
+        measure::settle();
         let timer = Timer::start();
         db.backup_start(true).await?;
         runs.push(timer.stop());
@@ -389,31 +470,25 @@ async fn incremental(plan: &Plan, root: &Path, store: &Path, peers: &Peers, repo
 
 /// 4 and 8: restore the latest backup into an empty root, beside untar and restic restore.
 async fn restore(plan: &Plan, store: &Path, peers: &Peers, report: &mut Report) -> BenchResult<()> {
-    let conn = format!("fs::root={};", store.display());
-    let objects = backup::Store::open(&conn)?;
-    let selector = backup::Selector {
-        instance: None,
-        timestamp: None,
-    };
     let (mut runs, mut rss) = (Vec::new(), Vec::new());
     for r in 0..plan.repeat {
         let target = store.with_file_name(format!("restored_{r}"));
-        reset_peak_rss();
-        let timer = Timer::start();
-        backup::restore_database(&objects, &selector, &target, &|_, _| {}).await?;
-        runs.push(timer.stop());
-        rss.push(peak_rss_bytes() as f64);
+        let done = in_child("restore", &target, store)?;
+        runs.push(done.run);
+        rss.push(done.peak_rss);
         std::fs::remove_dir_all(&target)?;
     }
     let ours = secs(&runs);
-    let untar = peers.untar(plan.repeat);
+    let untar = peers.untar(plan.repeat, false);
+    let durable = peers.untar(plan.repeat, true);
     let mut line = format!(
-        "4. restore: {}\n   zstd -d | tar -x: {} -> ours/untar: {}",
-        fmt_stat(ours, "s"),
-        fmt_stat(untar, "s"),
-        ratio(ours.median, untar.median)
+        "4. restore (durable: synced before it is published): {}",
+        fmt_stat(ours, "s")
     );
-    let mut figures = json!({"seconds": ours.json(), "untar_seconds": untar.json()});
+    line += &peer("zstd -d | tar -x", untar, ours.median);
+    line += &peer("zstd -d | tar -x && sync", durable, ours.median);
+    let mut figures =
+        json!({"seconds": ours.json(), "untar_seconds": untar.json(), "untar_sync_seconds": durable.json()});
     if let Some(s) = peers.restic_restore(plan.repeat) {
         line += &peer("restic restore", s, ours.median);
         figures["restic_seconds"] = s.json();
@@ -502,12 +577,12 @@ async fn many_files(plan: &Plan, work: &Path, report: &mut Report) -> BenchResul
     let store = work.join("store_many");
     let db = open(&root, Some(&store)).await?;
     let timer = Timer::start();
-    data::build_many_files(db.storage(), plan.many_tables, plan.many_partitions)?;
+    data::build_many_files(db.storage(), plan.many_tables, 0..CHECKPOINT_PARTITIONS)?;
     let build = timer.stop();
-    let files = plan.many_tables as i64 * plan.many_partitions;
+    let partitions = plan.many_tables as i64 * CHECKPOINT_PARTITIONS;
     report.line(format!(
-        "   many-files database: {} tables x {} partitions = {files} files, built in {:.1} s",
-        plan.many_tables, plan.many_partitions, build.secs
+        "   many-files database: {} tables x {CHECKPOINT_PARTITIONS} partitions = {partitions} files, built in {:.1} s",
+        plan.many_tables, build.secs
     ));
     let mut checkpoint = Vec::new();
     for _ in 0..plan.repeat.max(5) {
@@ -518,27 +593,48 @@ async fn many_files(plan: &Plan, work: &Path, report: &mut Report) -> BenchResul
     }
     let checkpoint = Stat::of(&checkpoint);
     report.line(format!(
-        "5. CHECKPOINT CREATE + RELEASE, {files} partitions: {}",
+        "5. CHECKPOINT CREATE + RELEASE, {partitions} partitions: {}",
         fmt_stat(checkpoint, "ms")
     ));
-    report.set("checkpoint_ms", checkpoint.json());
+    report.set(
+        "checkpoint",
+        json!({"partitions": partitions, "milliseconds": checkpoint.json()}),
+    );
+
+    let timer = Timer::start();
+    data::build_many_files(
+        db.storage(),
+        plan.many_tables,
+        CHECKPOINT_PARTITIONS..plan.many_partitions,
+    )?;
+    let files = plan.many_tables as i64 * plan.many_partitions;
+    report.line(format!(
+        "   extended to {} partitions a table = {files} files in {:.1} s",
+        plan.many_partitions,
+        timer.stop().secs
+    ));
 
     let timer = Timer::start();
     db.backup_start(true).await?;
     let first = timer.stop();
     let (mut runs, mut read) = (Vec::new(), Vec::new());
     for _ in 0..plan.repeat {
+        // Data files are renamed away meanwhile: a backup that read one would fail.
+        let hidden = hide_data_files(&db, true)?;
         let before = bytes_read();
         let timer = Timer::start();
-        db.backup_start(true).await?;
+        let result = db.backup_start(true).await;
         runs.push(timer.stop());
         read.push((bytes_read() - before) as f64);
+        hide_data_files(&db, false)?;
+        result?;
+        assert!(hidden > 0);
     }
     let data_bytes: u64 = data_files(&db).values().sum();
     db.shutdown().await;
     let (s, read) = (secs(&runs), Stat::of(&read));
     report.line(format!(
-        "6. backup with nothing changed, {files} files: {} (first backup {:.1} s); bytes read by the whole process {:.0} KB (the data files hold {:.1} MB)",
+        "6. backup with nothing changed, {files} files: {} (first backup {:.1} s); data files hidden meanwhile, so 0 bytes of them read; bytes read by the whole process {:.0} KB (the data files hold {:.1} MB)",
         fmt_stat(s, "s"),
         first.secs,
         read.median / 1e3,
@@ -549,6 +645,22 @@ async fn many_files(plan: &Plan, work: &Path, report: &mut Report) -> BenchResul
         json!({"files": files, "seconds": s.json(), "first_backup_seconds": first.secs, "bytes_read": read.json(), "data_file_bytes": data_bytes}),
     );
     Ok(())
+}
+
+/// Renames every data file to `<name>.hidden` (or back); returns how many.
+fn hide_data_files(db: &Database, hide: bool) -> std::io::Result<usize> {
+    let storage = db.storage();
+    let mut n = 0;
+    for table in storage.table_names().iter().filter_map(|t| storage.table(t)) {
+        for file in &table.commit().files {
+            let path = table.file_path(file);
+            let hidden = path.with_extension("parquet.hidden");
+            let (from, to) = if hide { (&path, &hidden) } else { (&hidden, &path) };
+            std::fs::rename(from, to)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// What the figures were measured on.

@@ -90,13 +90,7 @@ impl Timer {
     }
 }
 
-/// Resets the peak RSS counter (Linux: write 5 to clear_refs) so the next
-/// `peak_rss_bytes` covers only what follows.
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak resident set size since the last reset (VmHWM).
+/// Peak resident set size of this process (VmHWM).
 pub fn peak_rss_bytes() -> u64 {
     status_kib("VmHWM:") * 1024
 }
@@ -164,6 +158,11 @@ pub fn sh(line: &str, env: &[(&str, &str)]) -> Run {
         String::from_utf8_lossy(&out.stderr)
     );
     run
+}
+
+/// Flushes dirty pages left by the previous step, so no measurement pays for another's writes.
+pub fn settle() {
+    sh("sync", &[]);
 }
 
 /// True when `tool` is on PATH.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::measure::{Run, Stat, du, have, sh};
+use crate::measure::{Run, Stat, du, have, settle, sh};
 
 const RESTIC_ENV: [(&str, &str); 1] = [("RESTIC_PASSWORD", "backup-bench")];
 
@@ -81,7 +81,12 @@ impl Peers {
             root.display(),
             archive.display()
         );
-        let runs: Vec<Run> = (0..repeat).map(|_| sh(&line, &[])).collect();
+        let runs: Vec<Run> = (0..repeat)
+            .map(|_| {
+                settle();
+                sh(&line, &[])
+            })
+            .collect();
         let bytes = std::fs::metadata(&archive).map_or(0, |m| m.len()) as f64;
         Full::from(&runs, bytes)
     }
@@ -96,6 +101,7 @@ impl Peers {
         for _ in 0..repeat {
             let _ = std::fs::remove_dir_all(&repo);
             sh(&format!("restic init -q --repo '{}'", repo.display()), &RESTIC_ENV);
+            settle();
             runs.push(sh(
                 &format!(
                     "cd '{}' && restic backup -q --repo '{}' db",
@@ -121,6 +127,7 @@ impl Peers {
     /// restic's next backup of the same folder (after a change).
     pub fn restic_incremental(&self, root: &Path) -> Option<Run> {
         self.restic.then(|| {
+            settle();
             sh(
                 &format!(
                     "cd '{}' && restic backup -q --repo '{}' db",
@@ -135,6 +142,7 @@ impl Peers {
     /// rsync of the changed tree onto the mirror.
     pub fn rsync(&self, root: &Path) -> Option<Run> {
         self.rsync.then(|| {
+            settle();
             sh(
                 &format!(
                     "rsync -a --delete '{}/db/' '{}/'",
@@ -146,14 +154,18 @@ impl Peers {
         })
     }
 
-    /// `zstd -d | tar -x` of the full archive into an empty folder, `repeat` times.
-    pub fn untar(&self, repeat: usize) -> Stat {
+    /// `zstd -d | tar -x` of the full archive into an empty folder, `repeat` times;
+    /// with `durable`, followed by `sync` (a restore is done when it is on disk, and
+    /// ours fsyncs every file).
+    pub fn untar(&self, repeat: usize, durable: bool) -> Stat {
         let target = self.work.join("untarred");
+        let sync = if durable { " && sync" } else { "" };
         let runs: Vec<f64> = (0..repeat)
             .map(|_| {
+                settle();
                 let run = sh(
                     &format!(
-                        "mkdir -p '{t}' && zstd -d -T0 -q -c '{}' | tar -xf - -C '{t}'",
+                        "mkdir -p '{t}' && zstd -d -T0 -q -c '{}' | tar -xf - -C '{t}'{sync}",
                         self.archive().display(),
                         t = target.display()
                     ),
@@ -174,6 +186,7 @@ impl Peers {
         let target = self.work.join("restic_restored");
         let runs: Vec<f64> = (0..repeat)
             .map(|_| {
+                settle();
                 let run = sh(
                     &format!(
                         "restic restore latest -q --repo '{}' --target '{}'",

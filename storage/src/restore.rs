@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::atomic::{create_dir_durable, fsync_dir, write_atomic};
+use crate::atomic::{create_dir_durable, fsync_dir, sync_filesystem, write_atomic};
 use crate::commit::{COMMIT_FORMAT_VERSION, Commit, DataFile};
 use crate::error::{IoContext, Result, StorageError};
 use crate::meta::TableMeta;
@@ -71,8 +71,10 @@ impl TableBuild {
         Ok(())
     }
 
-    /// Writes `_meta.json` and `_commit.json` and makes the folder durable.
+    /// Makes the data files durable (they are written without fsync), writes
+    /// `_meta.json` and `_commit.json` and makes the folder durable.
     fn seal(&mut self, version: u64) -> Result<()> {
+        sync_filesystem(&self.dir)?;
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
         let partitions: BTreeSet<&str> = self.files.iter().map(|f| f.partition.as_str()).collect();
         for p in partitions {
@@ -188,6 +190,8 @@ fn replace_files(table: &Table, build: &TableBuild, only: Option<&BTreeSet<Strin
                 .into(),
         });
     }
+    // The restored files were written without fsync: make them durable first.
+    sync_filesystem(&build.dir)?;
     let mut moved = Vec::with_capacity(build.files.len());
     let mut result = Ok(());
     for f in &build.files {
