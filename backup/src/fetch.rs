@@ -178,7 +178,9 @@ fn write_verified(
             f.file.hash
         )));
     }
-    // Durable later: sealing the table syncs the whole file system once.
-    sink.out.into_inner().map_err(|e| io("writing", e.into_error()))?;
+    // Durable later: sealing the table syncs the whole file system once; the
+    // writeback starts now, while the next files are fetched.
+    let file = sink.out.into_inner().map_err(|e| io("writing", e.into_error()))?;
+    storage::start_writeback(&file);
     Ok(())
 }
