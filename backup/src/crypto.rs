@@ -18,6 +18,9 @@ use base64::Engine;
 use crate::error::{BackupError, Result};
 
 const MAGIC: &[u8; 8] = b"STRATAE1";
+/// The error for a sealed object read without a key.
+pub(crate) const NEEDS_KEY: &str =
+    "is encrypted: set backup.encryption.key (or --key-file) to the key the backup was made with";
 const NONCE_LEN: usize = 7;
 const HEADER_LEN: usize = MAGIC.len() + NONCE_LEN;
 const SEGMENT: usize = 1 << 20;

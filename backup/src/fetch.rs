@@ -47,8 +47,7 @@ async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathB
         (None, true) => {
             return Err(BackupError::BadObject {
                 key: key.to_string(),
-                reason: "is encrypted: set backup.encryption.key (or --key-file) to the key the backup was made with"
-                    .into(),
+                reason: crate::crypto::NEEDS_KEY.into(),
             });
         }
         (_, false) => None,

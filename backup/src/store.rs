@@ -237,9 +237,7 @@ impl Store {
             }),
             None => Err(BackupError::BadObject {
                 key: key.to_string(),
-                reason: "is encrypted: set backup.encryption.key (or --key-file) to the key the backup was \
-                         made with"
-                    .into(),
+                reason: crate::crypto::NEEDS_KEY.into(),
             }),
         }
     }
