@@ -59,9 +59,14 @@ impl Cipher {
         if raw.len() != 32 {
             return Err(bad_key("must be 32 bytes (256 bits) once base64-decoded"));
         }
-        Ok(Self {
-            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&raw)),
-        })
+        Ok(Self::from_raw(&raw))
+    }
+
+    /// A key of exactly 32 bytes.
+    fn from_raw(raw: &[u8]) -> Self {
+        Self {
+            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(raw)),
+        }
     }
 
     /// A key kept in a file: base64 text (as `openssl rand -base64 32` prints) or 32 raw bytes.
@@ -71,7 +76,7 @@ impl Cipher {
             reason: format!("cannot read {}: {e}", path.display()),
         })?;
         if bytes.len() == 32 && std::str::from_utf8(&bytes).is_err() {
-            return Self::from_base64(&base64::engine::general_purpose::STANDARD.encode(&bytes));
+            return Ok(Self::from_raw(&bytes));
         }
         Self::from_base64(&String::from_utf8_lossy(&bytes)).map_err(|_| BackupError::Config {
             key: "backup.encryption.key.file".into(),

@@ -115,14 +115,14 @@ struct Plain {
 }
 
 impl Plain {
-    /// The next piece of plaintext, `None` at the end.
-    fn next(&mut self) -> Result<Option<Vec<u8>>> {
+    /// The next piece of plaintext, `None` at the end (plain chunks pass through uncopied).
+    fn next(&mut self) -> Result<Option<Bytes>> {
         match (self.rx.blocking_recv(), &mut self.decryptor) {
-            (Some(chunk), None) => Ok(Some(chunk.to_vec())),
-            (Some(chunk), Some(d)) => d.push(&chunk).map(Some),
+            (Some(chunk), None) => Ok(Some(chunk)),
+            (Some(chunk), Some(d)) => d.push(&chunk).map(|p| Some(p.into())),
             (None, None) => Ok(None),
             (None, Some(_)) => match self.decryptor.take() {
-                Some(d) => d.finish().map(Some),
+                Some(d) => d.finish().map(|p| Some(p.into())),
                 None => Ok(None),
             },
         }

@@ -156,49 +156,39 @@ impl Peers {
 
     /// `zstd -d | tar -x` of the full archive into an empty folder, `repeat` times;
     /// with `durable`, followed by `sync` (a restore is done when it is on disk, and
-    /// ours fsyncs every file).
+    /// ours syncs before it publishes).
     pub fn untar(&self, repeat: usize, durable: bool) -> Stat {
         let target = self.work.join("untarred");
         let sync = if durable { " && sync" } else { "" };
-        let runs: Vec<f64> = (0..repeat)
-            .map(|_| {
-                settle();
-                let run = sh(
-                    &format!(
-                        "mkdir -p '{t}' && zstd -d -T0 -q -c '{}' | tar -xf - -C '{t}'{sync}",
-                        self.archive().display(),
-                        t = target.display()
-                    ),
-                    &[],
-                );
-                let _ = std::fs::remove_dir_all(&target);
-                run.secs
-            })
-            .collect();
-        Stat::of(&runs)
+        let line = format!(
+            "mkdir -p '{t}' && zstd -d -T0 -q -c '{}' | tar -xf - -C '{t}'{sync}",
+            self.archive().display(),
+            t = target.display()
+        );
+        restores(&line, &[], &target, repeat)
     }
 
     /// `restic restore latest` into an empty folder, `repeat` times.
     pub fn restic_restore(&self, repeat: usize) -> Option<Stat> {
-        if !self.restic {
-            return None;
-        }
         let target = self.work.join("restic_restored");
-        let runs: Vec<f64> = (0..repeat)
-            .map(|_| {
-                settle();
-                let run = sh(
-                    &format!(
-                        "restic restore latest -q --repo '{}' --target '{}'",
-                        self.restic_repo().display(),
-                        target.display()
-                    ),
-                    &RESTIC_ENV,
-                );
-                let _ = std::fs::remove_dir_all(&target);
-                run.secs
-            })
-            .collect();
-        Some(Stat::of(&runs))
+        let line = format!(
+            "restic restore latest -q --repo '{}' --target '{}'",
+            self.restic_repo().display(),
+            target.display()
+        );
+        self.restic.then(|| restores(&line, &RESTIC_ENV, &target, repeat))
     }
+}
+
+/// Seconds of `repeat` runs of `line`, each restoring into `target`, which is removed after.
+fn restores(line: &str, env: &[(&str, &str)], target: &Path, repeat: usize) -> Stat {
+    let runs: Vec<f64> = (0..repeat)
+        .map(|_| {
+            settle();
+            let secs = sh(line, env).secs;
+            let _ = std::fs::remove_dir_all(target);
+            secs
+        })
+        .collect();
+    Stat::of(&runs)
 }
