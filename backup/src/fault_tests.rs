@@ -42,6 +42,8 @@ struct FaultyStore {
     ops: AtomicU64,
     multipart_uploads: AtomicU64,
     plan: Mutex<Plan>,
+    /// Latency added to every operation, milliseconds.
+    delay_ms: AtomicU64,
     /// Signalled when an operation freezes; replaced for every run.
     frozen: Mutex<Arc<Notify>>,
 }
@@ -68,6 +70,10 @@ impl FaultyStore {
     /// Counts one operation and applies the plan to it.
     async fn gate(&self) -> object_store::Result<()> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let plan = *self.plan.lock().unwrap();
         match plan {
             Plan::Healthy => Ok(()),
@@ -180,6 +186,7 @@ fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
         ops: AtomicU64::new(0),
         multipart_uploads: AtomicU64::new(0),
         plan: Mutex::new(Plan::Healthy),
+        delay_ms: AtomicU64::new(0),
         frozen: Mutex::new(Arc::new(Notify::new())),
     });
     let store = Store {
@@ -331,6 +338,25 @@ async fn transient_errors_are_retried_and_the_backup_restores_exactly() {
     faults.set(Plan::FailEvery(3));
     let record = backup(&s, &store, 1_000, 5).await;
     assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    assert_eq!(restored_content(&store, 1_000).await, content(&s));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_store_with_transient_errors_still_completes_and_restores_exactly() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let (store, faults) = faulty_store(dir.path());
+    faults.set(Plan::FailEvery(4));
+    faults.delay_ms.store(15, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let record = backup(&s, &store, 1_000, 5).await;
+    assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    let ops = faults.ops.load(Ordering::SeqCst);
+    assert!(
+        started.elapsed().as_millis() as u64 >= 15 * ops / 4,
+        "the latency was applied"
+    );
+    faults.set(Plan::FailEvery(4));
     assert_eq!(restored_content(&store, 1_000).await, content(&s));
 }
 

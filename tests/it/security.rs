@@ -6,6 +6,9 @@ use std::process::Command;
 
 use crate::harness::{Options, Server, Started, sqlstate, temp_root};
 
+/// A backup encryption key (base64 of 32 bytes) that must never be shown.
+const SECRET_KEY: &str = "c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn password_is_checked() {
     let root = temp_root();
@@ -13,13 +16,29 @@ async fn password_is_checked() {
         root.path(),
         Options::default()
             .conf("pg.password", "correct horse")
-            .conf("pg.user", "ops"),
+            .conf("pg.user", "ops")
+            .env("STRATA_BACKUP_ENCRYPTION_KEY", SECRET_KEY),
     );
     let ok = server
         .connect_as("ops", Some("correct horse"))
         .await
         .expect("right password");
     ok.simple_query("SELECT 1").await.unwrap();
+    // Nothing a client can list shows a secret: settings, backups, their errors.
+    for sql in [
+        "SHOW ALL",
+        "SELECT * FROM backups()",
+        "BACKUP DATABASE WAIT",
+        "SELECT * FROM backups()",
+    ] {
+        let text = match ok.simple_query(sql).await {
+            Ok(msgs) => format!("{msgs:?}"),
+            Err(e) => format!("{e:?}"),
+        };
+        for secret in ["correct horse", SECRET_KEY] {
+            assert!(!text.contains(secret), "{sql} shows a secret: {text}");
+        }
+    }
     let err = server
         .connect_as("ops", Some("wrong"))
         .await
@@ -31,8 +50,8 @@ async fn password_is_checked() {
         .expect_err("unknown user must fail");
     assert_eq!(sqlstate(&err), "28P01", "{err}");
     assert!(
-        !server.stderr().contains("correct horse"),
-        "the password must never be logged"
+        !server.stderr().contains("correct horse") && !server.stderr().contains(SECRET_KEY),
+        "secrets must never be logged"
     );
 }
 
