@@ -194,6 +194,7 @@ fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
         prefix: ObjPath::default(),
         display: "faulty".into(),
         cipher: None,
+        local: None,
     };
     (store, f)
 }
@@ -525,4 +526,48 @@ async fn files_above_the_part_size_go_up_as_multipart_uploads_and_restore_exactl
     assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
     assert_eq!(faults.multipart_uploads.load(Ordering::SeqCst), 1);
     assert_eq!(restored_content(&store, 1_000).await, content(&s));
+}
+
+/// What the store's folder held at each flush: (data objects, manifest present).
+#[derive(Default)]
+struct RecordingFlush(Mutex<Vec<(usize, bool)>>);
+
+impl Flush for RecordingFlush {
+    fn flush(&self, root: &Path) -> Result<()> {
+        let objects = root.join(layout::files_dir("test-instance"));
+        let count = std::fs::read_dir(&objects)
+            .map(|shards| {
+                shards
+                    .flatten()
+                    .map(|shard| std::fs::read_dir(shard.path()).map_or(0, |f| f.count()))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let manifest = root.join(layout::manifest_key("test-instance", 1_000)).exists();
+        self.0.lock().unwrap().push((count, manifest));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_store_is_flushed_before_the_manifest_names_its_objects_and_after_it() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let flushes = Arc::new(RecordingFlush::default());
+    let mut store = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
+    store.local.as_mut().unwrap().flush = flushes.clone();
+    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::CleanupComplete);
+    // Identical files (same content in both tables) share one object.
+    let files = content(&s)
+        .values()
+        .flatten()
+        .map(|(_, hash, _)| hash)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let seen = flushes.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![(files, false), (files, true)],
+        "every object flushed before the manifest exists, the manifest flushed before the backup completes"
+    );
 }

@@ -45,7 +45,7 @@ pub use run::{
     BackupJob, Estimate, MULTIPART_THRESHOLD, Progress, backup_and_cleanup, estimate, new_record, put_history,
     run_backup,
 };
-pub use store::{Store, redact};
+pub use store::{Flush, LocalRoot, Store, redact};
 pub use throttle::Limits;
 pub use verify::{Problem, VerifyReport, verify};
 

@@ -222,6 +222,9 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             "object {obj} (file hash {hash}) is missing from the store after upload"
         )));
     }
+    // The objects must be on disk before a manifest names them, and the manifest
+    // before the backup is reported complete (local stores only; S3 PUTs are durable).
+    job.store.make_durable().await?;
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         instance: job.instance.clone(),
@@ -258,6 +261,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     let bytes = serde_json::to_vec(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
     // One PUT: object stores make it visible whole or not at all.
     put_small(&job.store, &key, Bytes::from(bytes)).await?;
+    job.store.make_durable().await?;
     Ok(manifest)
 }
 
@@ -301,6 +305,7 @@ async fn upload_file(
     let key = store.key(&format!("{}/{object}", instance_dir(instance)));
     let stored = body.len() as u64;
     put_object(store, &key, body, limits).await?;
+    store.start_writeback(&key).await;
     Ok((object, codec, stored))
 }
 

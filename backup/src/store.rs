@@ -30,6 +30,34 @@ pub struct Store {
     pub display: String,
     /// Set when `backup.encryption.key` is: every object written is sealed with it.
     pub cipher: Option<crate::crypto::Cipher>,
+    /// Set for a local folder (`fs::`, `file://`): its writes need flushing to be durable.
+    pub local: Option<LocalRoot>,
+}
+
+/// Makes a local store's writes durable. An object store such as S3 has made a
+/// PUT durable before it answers; a local folder's new files sit in the page
+/// cache until the kernel flushes them, and object_store's local backend never
+/// fsyncs. A trait so tests can see when a backup flushes.
+pub trait Flush: Send + Sync {
+    /// Returns once everything written under `root` is on disk.
+    fn flush(&self, root: &std::path::Path) -> Result<()>;
+}
+
+/// [`Flush`] by one `syncfs`: cheaper than an fsync per object, and the disk
+/// writes the objects in the order that suits it.
+struct SyncFs;
+
+impl Flush for SyncFs {
+    fn flush(&self, root: &std::path::Path) -> Result<()> {
+        Ok(storage::sync_filesystem(root)?)
+    }
+}
+
+/// The folder of a local store and how to flush it.
+#[derive(Clone)]
+pub struct LocalRoot {
+    pub path: std::path::PathBuf,
+    pub flush: Arc<dyn Flush>,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,6 +153,7 @@ impl Store {
                 prefix: Path::from(prefix),
                 display,
                 cipher: None,
+                local: None,
             });
         }
         let Some((kind, body)) = conn.split_once("::") else {
@@ -188,6 +217,7 @@ impl Store {
                     prefix: Path::from(opts.get("prefix").map_or("", String::as_str)),
                     display,
                     cipher: None,
+                    local: None,
                 })
             }
             other => Err(bad(format!("unknown store kind '{other}'; use fs or s3"))),
@@ -205,7 +235,36 @@ impl Store {
             prefix: Path::default(),
             display,
             cipher: None,
+            local: Some(LocalRoot {
+                path: root.into(),
+                flush: Arc::new(SyncFs),
+            }),
         })
+    }
+
+    /// Makes every object written so far durable (a no-op for stores whose
+    /// PUTs already are). A backup calls it before and after its manifest.
+    pub async fn make_durable(&self) -> Result<()> {
+        let Some(local) = self.local.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || local.flush.flush(&local.path))
+            .await
+            .map_err(|e| BackupError::Other(e.to_string()))?
+    }
+
+    /// Starts writing a just-written local object to disk without waiting, so
+    /// the disk works while later objects are written and [`Store::make_durable`]
+    /// waits only for the tail. Advice only: does nothing for remote stores.
+    pub async fn start_writeback(&self, key: &Path) {
+        let Some(local) = &self.local else { return };
+        let file = local.path.join(key.as_ref());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(f) = std::fs::File::open(file) {
+                storage::start_writeback(&f);
+            }
+        })
+        .await;
     }
 
     /// Seals every object this store writes with `cipher` (and expects sealed ones).

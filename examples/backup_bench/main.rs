@@ -358,7 +358,7 @@ async fn full_backup(
     }
     let (ours, ours_cpu, ours_bytes) = (secs(&runs), cpu(&runs), Stat::of(&stored).median);
     let mut line = format!(
-        "1. full backup: {}, cpu {}, {:.0} MB/s, stored {:.1} MB",
+        "1. full backup (durable: the store is synced before and after the manifest): {}, cpu {}, {:.0} MB/s, stored {:.1} MB",
         fmt_stat(ours, "s"),
         fmt_stat(ours_cpu, "s"),
         db_bytes / 1e6 / ours.median,
@@ -366,7 +366,7 @@ async fn full_backup(
     );
     let mut figures = json!({"seconds": ours.json(), "cpu_seconds": ours_cpu.json(), "stored_bytes": ours_bytes,
         "mb_per_s": db_bytes / 1e6 / ours.median});
-    let tar = peers.tar_full(root, plan.repeat);
+    let tar = peers.tar_full(root, plan.repeat, false);
     line += &format!(
         "\n   tar|zstd -T0 -3: {}, cpu {}, {:.1} MB -> ours/tar: time {}, cpu {}, bytes {}",
         fmt_stat(tar.secs, "s"),
@@ -377,6 +377,9 @@ async fn full_backup(
         ratio(ours_bytes, tar.bytes)
     );
     figures["tar_zstd"] = tar.json();
+    let durable = peers.tar_full(root, plan.repeat, true);
+    line += &peer("tar|zstd -T0 -3 && sync", durable.secs, ours.median);
+    figures["tar_zstd_sync"] = durable.json();
     if let Some(restic) = peers.restic_full(root, plan.repeat) {
         line += &format!(
             "\n   restic backup: {}, {:.1} MB -> ours/restic: time {}",

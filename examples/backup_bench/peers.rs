@@ -73,11 +73,14 @@ impl Peers {
         self.work.join("rsync_mirror")
     }
 
-    /// `tar -cf - db | zstd -T0 -3`, `repeat` times; the last archive stays for `untar`.
-    pub fn tar_full(&self, root: &Path, repeat: usize) -> Full {
+    /// `tar -cf - db | zstd -T0 -3`, `repeat` times; with `durable`, followed by
+    /// `sync` (ours makes a local store durable before the backup completes). The
+    /// last archive stays for `untar`.
+    pub fn tar_full(&self, root: &Path, repeat: usize, durable: bool) -> Full {
         let archive = self.archive();
+        let sync = if durable { " && sync" } else { "" };
         let line = format!(
-            "tar -cf - -C '{}' db | zstd -T0 -3 -q -f -o '{}'",
+            "tar -cf - -C '{}' db | zstd -T0 -3 -q -f -o '{}'{sync}",
             root.display(),
             archive.display()
         );

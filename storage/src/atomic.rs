@@ -41,7 +41,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// Makes every file written on the file system holding `dir` durable: one
 /// `syncfs` instead of an fsync per file when many were just written (a restore),
 /// so the disk flushes them in the order that suits it.
-pub(crate) fn sync_filesystem(dir: &Path) -> Result<()> {
+pub fn sync_filesystem(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
         .ctx(|| format!("syncfs {}", dir.display()))
