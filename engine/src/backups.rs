@@ -175,7 +175,7 @@ impl Backups {
         }
         let (tx, rx) = oneshot::channel();
         let me = self.clone();
-        tokio::spawn(async move {
+        crate::background::spawn(async move {
             let clock = me.storage.clock().clone();
             let record =
                 backup::backup_and_cleanup(&job, &progress, &cancel, me.settings.keep_latest, || clock.now_micros())

@@ -4,11 +4,12 @@
 //! that exposes storage's tables (scans with partition pruning, inserts as one
 //! commit), COPY parsing, checkpoint mode and the `_restore` trigger, the
 //! `_backup_restore` trigger and online table restore (through `backup`), and
-//! background work (housekeeping, the checkpoint watchdog).
+//! background work (housekeeping, the checkpoint watchdog, backups on niced threads).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
 //! Main types: [`Database`], [`Settings`], [`EngineError`].
 
+mod background;
 mod backups;
 mod catalog;
 mod checkpoint;
