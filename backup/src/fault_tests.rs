@@ -571,3 +571,31 @@ async fn a_local_store_is_flushed_before_the_manifest_names_its_objects_and_afte
         "every object flushed before the manifest exists, the manifest flushed before the backup completes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_a_power_loss_left_empty_is_uploaded_again() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let store = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
+    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::CleanupComplete);
+    // What a local disk keeps of a file renamed into place whose data never reached it.
+    let objects = dir.path().join(layout::files_dir("test-instance"));
+    let shard = std::fs::read_dir(&objects).unwrap().flatten().next().unwrap().path();
+    let victim = std::fs::read_dir(&shard).unwrap().flatten().next().unwrap().path();
+    std::fs::File::create(&victim).unwrap();
+    assert_eq!(
+        estimate(&store, "test-instance", &s.snapshot())
+            .await
+            .unwrap()
+            .files_to_upload,
+        1
+    );
+    let next = backup(&s, &store, 2_000, 5).await;
+    assert_eq!(
+        (next.status, next.files_uploaded),
+        (Status::CleanupComplete, 1),
+        "{next:?}"
+    );
+    assert!(std::fs::metadata(&victim).unwrap().len() > 0);
+    assert_eq!(restored_content(&store, 2_000).await, content(&s));
+}

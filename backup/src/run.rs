@@ -106,6 +106,22 @@ pub(crate) async fn existing_objects(store: &Store, instance: &str) -> Result<Ha
         .collect())
 }
 
+/// The object already in the store (`existing`: name -> size) that holds `file`,
+/// as (name, codec, stored bytes). An empty object for a non-empty file is not
+/// one: that is what a local disk leaves of a file whose data never reached it
+/// (power loss before a flush), so the file goes up again.
+fn stored_object(
+    existing: &HashMap<String, u64>,
+    file: &storage::DataFile,
+    encrypted: bool,
+) -> Option<(String, Codec, u64)> {
+    [Codec::Zst, Codec::Raw].into_iter().find_map(|codec| {
+        let name = object_name(&file.hash, codec, encrypted);
+        let size = *existing.get(&name)?;
+        (size > 0 || file.bytes == 0).then_some((name, codec, size))
+    })
+}
+
 /// What a backup now would upload and reuse (`BACKUP DATABASE ESTIMATE`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
@@ -124,10 +140,7 @@ pub async fn estimate(store: &Store, instance: &str, snapshot: &Snapshot) -> Res
         if !seen.insert(f.hash.as_str()) {
             continue;
         }
-        let stored = [Codec::Zst, Codec::Raw]
-            .into_iter()
-            .any(|c| existing.contains_key(&object_name(&f.hash, c, store.cipher.is_some())));
-        if stored {
+        if stored_object(&existing, f, store.cipher.is_some()).is_some() {
             e.files_reused += 1;
             e.bytes_reused += f.bytes;
         } else {
@@ -142,12 +155,6 @@ pub async fn estimate(store: &Store, instance: &str, snapshot: &Snapshot) -> Res
 /// Cancelling `cancel` stops it promptly with [`BackupError::Aborted`].
 pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &CancellationToken) -> Result<Manifest> {
     let existing = existing_objects(&job.store, &job.instance).await?;
-    let find = |hash: &str| {
-        [Codec::Zst, Codec::Raw]
-            .into_iter()
-            .map(|c| (object_name(hash, c, job.store.cipher.is_some()), c))
-            .find_map(|(name, c)| existing.get(&name).map(|size| (name, c, *size)))
-    };
     // Decide per distinct hash: reuse or upload.
     let mut objects: HashMap<String, (String, Codec, u64)> = HashMap::new();
     let mut to_upload: Vec<(String, PathBuf, u64)> = Vec::new();
@@ -162,7 +169,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                 update(progress, |r| r.files_done += 1);
                 continue;
             }
-            match find(&f.hash) {
+            match stored_object(&existing, f, job.store.cipher.is_some()) {
                 Some(found) => {
                     objects.insert(f.hash.clone(), found);
                     update(progress, |r| r.files_done += 1);
@@ -224,6 +231,8 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     }
     // The objects must be on disk before a manifest names them, and the manifest
     // before the backup is reported complete (local stores only; S3 PUTs are durable).
+    // Always: objects reused from a backup that crashed before its own flush may
+    // still be only in the page cache.
     job.store.make_durable().await?;
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
@@ -305,7 +314,7 @@ async fn upload_file(
     let key = store.key(&format!("{}/{object}", instance_dir(instance)));
     let stored = body.len() as u64;
     put_object(store, &key, body, limits).await?;
-    store.start_writeback(&key).await;
+    store.write_behind(&key).await;
     Ok((object, codec, stored))
 }
 

@@ -58,6 +58,43 @@ impl Flush for SyncFs {
 pub struct LocalRoot {
     pub path: std::path::PathBuf,
     pub flush: Arc<dyn Flush>,
+    write_behind: Arc<std::sync::Mutex<WriteBehind>>,
+}
+
+/// Bytes of a backup's writes allowed on their way to a local disk at once: the
+/// disk stays busy, while a query's or insert's fsync on the same file system
+/// waits for at most this much of ours (about 50 ms at 350 MB/s), not for the
+/// whole backup.
+const WRITE_BEHIND_BYTES: u64 = 16 << 20;
+
+/// Objects whose writeback is awaited at once: each holds an open file, and a
+/// backup of many tiny files must not run out of descriptors.
+const WRITE_BEHIND_FILES: usize = 64;
+
+/// Objects written to a local store whose writeback is under way, oldest first.
+#[derive(Default)]
+struct WriteBehind {
+    files: std::collections::VecDeque<(std::fs::File, u64)>,
+    bytes: u64,
+}
+
+impl WriteBehind {
+    /// Starts `file`'s writeback, then waits for the oldest ones until at most
+    /// [`WRITE_BEHIND_BYTES`] (or the newest file alone) in at most
+    /// [`WRITE_BEHIND_FILES`] files is in flight.
+    fn push(&mut self, file: std::fs::File, bytes: u64) {
+        storage::start_writeback(&file);
+        self.files.push_back((file, bytes));
+        self.bytes += bytes;
+        while (self.bytes > WRITE_BEHIND_BYTES || self.files.len() > WRITE_BEHIND_FILES) && self.files.len() > 1 {
+            if let Some((old, n)) = self.files.pop_front() {
+                storage::wait_writeback(&old);
+                // Written now: drop its clean pages, nobody reads a backup back soon.
+                storage::start_writeback(&old);
+                self.bytes -= n;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -238,6 +275,7 @@ impl Store {
             local: Some(LocalRoot {
                 path: root.into(),
                 flush: Arc::new(SyncFs),
+                write_behind: Arc::default(),
             }),
         })
     }
@@ -253,15 +291,23 @@ impl Store {
             .map_err(|e| BackupError::Other(e.to_string()))?
     }
 
-    /// Starts writing a just-written local object to disk without waiting, so
-    /// the disk works while later objects are written and [`Store::make_durable`]
-    /// waits only for the tail. Advice only: does nothing for remote stores.
-    pub async fn start_writeback(&self, key: &Path) {
-        let Some(local) = &self.local else { return };
-        let file = local.path.join(key.as_ref());
+    /// Starts writing a just-written local object to disk, and waits while more
+    /// than [`WRITE_BEHIND_BYTES`] of earlier ones are still on their way: the
+    /// disk works while later objects are written, [`Store::make_durable`] waits
+    /// only for the tail, and other writers' fsyncs never queue behind a whole
+    /// backup. Advice only (errors surface at `make_durable`); nothing to do for
+    /// remote stores.
+    pub async fn write_behind(&self, key: &Path) {
+        let Some(local) = self.local.clone() else { return };
+        let path = local.path.join(key.as_ref());
         let _ = tokio::task::spawn_blocking(move || {
-            if let Ok(f) = std::fs::File::open(file) {
-                storage::start_writeback(&f);
+            if let Ok(file) = std::fs::File::open(path) {
+                let bytes = file.metadata().map_or(0, |m| m.len());
+                local
+                    .write_behind
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(file, bytes);
             }
         })
         .await;
@@ -364,6 +410,32 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_behind_keeps_at_most_its_window_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wb = WriteBehind::default();
+        let size = 6u64 << 20;
+        for i in 0..5 {
+            let path = dir.path().join(format!("object_{i}"));
+            std::fs::write(&path, vec![i as u8; size as usize]).unwrap();
+            wb.push(std::fs::File::open(&path).unwrap(), size);
+            assert!(wb.bytes <= WRITE_BEHIND_BYTES, "{} bytes in flight", wb.bytes);
+        }
+        assert_eq!((wb.files.len() as u64, wb.bytes), (2, 2 * size));
+        // One object larger than the window is written behind on its own.
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![0u8; (WRITE_BEHIND_BYTES + 1) as usize]).unwrap();
+        wb.push(std::fs::File::open(&big).unwrap(), WRITE_BEHIND_BYTES + 1);
+        assert_eq!(wb.files.len(), 1);
+        // Many tiny objects: a bounded number of open files.
+        for i in 0..3 * WRITE_BEHIND_FILES {
+            let path = dir.path().join(format!("tiny_{i}"));
+            std::fs::write(&path, b"x").unwrap();
+            wb.push(std::fs::File::open(&path).unwrap(), 1);
+            assert!(wb.files.len() <= WRITE_BEHIND_FILES);
+        }
+    }
 
     #[test]
     fn parses_fs_and_rejects_bad_strings() {

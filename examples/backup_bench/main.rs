@@ -59,6 +59,10 @@ struct Args {
     /// Keep the work folder (databases, stores, archives) for inspection.
     #[arg(long)]
     keep: bool,
+    /// Only these measurements, comma-separated (default: all); incremental and
+    /// restore also run the full backup they start from.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    steps: Vec<Step>,
     /// Internal: run one operation (`backup` of `--root` into `--store`, or `restore`
     /// of `--store` into `--root`) in this fresh process and print its figures, so
     /// its peak memory is its own.
@@ -68,6 +72,21 @@ struct Args {
     root: Option<PathBuf>,
     #[arg(long, hide = true)]
     store: Option<PathBuf>,
+}
+
+/// The measurements, in the order they run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// 1, 2, 8: full backup beside tar|zstd and restic, its peak RSS.
+    Full,
+    /// 3: incremental backup beside restic and rsync.
+    Incremental,
+    /// 4, 8: restore beside untar and restic restore, its peak RSS.
+    Restore,
+    /// 7: query and insert latency during a backup.
+    Foreground,
+    /// 5, 6: CHECKPOINT and the unchanged backup over many tiny files.
+    Many,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -82,9 +101,14 @@ struct ChildRun {
     peak_rss: f64,
 }
 
-/// Runs `op` in a new process of this benchmark (after `sync`) and reads its figures.
+/// Runs `op` in a new process of this benchmark (after `sync`; a restore also
+/// after emptying the page cache) and reads its figures.
 fn in_child(op: &str, root: &Path, store: &Path) -> BenchResult<ChildRun> {
-    measure::settle();
+    if op == "restore" {
+        measure::settle_cold();
+    } else {
+        measure::settle();
+    }
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["--child", op, "--root"])
         .arg(root)
@@ -302,10 +326,35 @@ async fn run(args: &Args) -> BenchResult<()> {
     ));
     report.set("machine", machine());
 
+    let wants = |step: Step| args.steps.is_empty() || args.steps.contains(&step);
     let root = work.join("root");
+    if wants(Step::Full) || wants(Step::Incremental) || wants(Step::Restore) || wants(Step::Foreground) {
+        trades(&plan, &root, &peers, &wants, &mut report).await?;
+    }
+    if wants(Step::Many) {
+        many_files(&plan, work, &mut report).await?;
+    }
+
+    if let Some(path) = &args.json {
+        let mut all = report.json;
+        all.insert("report".into(), json!(report.lines));
+        std::fs::write(path, serde_json::to_vec_pretty(&Value::Object(all))?)?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// 1-4, 7 and 8 on the database of trades.
+async fn trades(
+    plan: &Plan,
+    root: &Path,
+    peers: &Peers,
+    wants: &dyn Fn(Step) -> bool,
+    report: &mut Report,
+) -> BenchResult<()> {
     let build = Timer::start();
     {
-        let db = open(&root, None).await?;
+        let db = open(root, None).await?;
         data::build_trades(db.storage(), plan.tables, plan.days, plan.rows_per_day)?;
         db.shutdown().await;
     }
@@ -320,17 +369,17 @@ async fn run(args: &Args) -> BenchResult<()> {
     ));
     report.set("database_bytes", json!(db_bytes));
 
-    let store = full_backup(&plan, &root, &peers, db_bytes, &mut report).await?;
-    incremental(&plan, &root, &store, &peers, &mut report).await?;
-    restore(&plan, &store, &peers, &mut report).await?;
-    foreground(&root, work, &mut report).await?;
-    many_files(&plan, work, &mut report).await?;
-
-    if let Some(path) = &args.json {
-        let mut all = report.json;
-        all.insert("report".into(), json!(report.lines));
-        std::fs::write(path, serde_json::to_vec_pretty(&Value::Object(all))?)?;
-        println!("figures written to {}", path.display());
+    if wants(Step::Full) || wants(Step::Incremental) || wants(Step::Restore) {
+        let store = full_backup(plan, root, peers, db_bytes, report).await?;
+        if wants(Step::Incremental) {
+            incremental(plan, root, &store, peers, report).await?;
+        }
+        if wants(Step::Restore) {
+            restore(plan, &store, peers, report).await?;
+        }
+    }
+    if wants(Step::Foreground) {
+        foreground(root, report).await?;
     }
     Ok(())
 }
@@ -484,8 +533,13 @@ async fn restore(plan: &Plan, store: &Path, peers: &Peers, report: &mut Report) 
     let ours = secs(&runs);
     let untar = peers.untar(plan.repeat, false);
     let durable = peers.untar(plan.repeat, true);
+    let cache = if measure::settle_cold() {
+        "cold page cache: store and archives read from disk"
+    } else {
+        "page cache NOT emptied (needs root): store and archives may be read from memory"
+    };
     let mut line = format!(
-        "4. restore (durable: synced before it is published): {}",
+        "4. restore (durable: synced before it is published; {cache}): {}",
         fmt_stat(ours, "s")
     );
     line += &peer("zstd -d | tar -x", untar, ours.median);
@@ -530,8 +584,8 @@ async fn foreground_samples(db: &Database, n: usize, while_backing_up: bool) -> 
 }
 
 /// 7: foreground latency with no backup, then while a full backup runs.
-async fn foreground(root: &Path, work: &Path, report: &mut Report) -> BenchResult<()> {
-    let store = work.join("store_foreground");
+async fn foreground(root: &Path, report: &mut Report) -> BenchResult<()> {
+    let store = root.with_file_name("store_foreground");
     let db = open(root, Some(&store)).await?;
     foreground_samples(&db, 3, false).await?; // warm up
     let (idle_q, idle_i) = foreground_samples(&db, 40, false).await?;
@@ -624,6 +678,8 @@ async fn many_files(plan: &Plan, work: &Path, report: &mut Report) -> BenchResul
     for _ in 0..plan.repeat {
         // Data files are renamed away meanwhile: a backup that read one would fail.
         let hidden = hide_data_files(&db, true)?;
+        // The renames are the benchmark's, not the backup's: on disk before it starts.
+        measure::settle();
         let before = bytes_read();
         let timer = Timer::start();
         let result = db.backup_start(true).await;

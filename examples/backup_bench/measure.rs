@@ -165,6 +165,14 @@ pub fn settle() {
     sh("sync", &[]);
 }
 
+/// [`settle`], then empties the page cache, so what a restore reads comes from
+/// the disk as after a real loss (a backup's objects are not in the cache
+/// then, nor a peer's archive). Needs root; returns false when not allowed.
+pub fn settle_cold() -> bool {
+    settle();
+    std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
+}
+
 /// True when `tool` is on PATH.
 pub fn have(tool: &str) -> bool {
     Command::new("sh")

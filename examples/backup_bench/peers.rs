@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::measure::{Run, Stat, du, have, settle, sh};
+use crate::measure::{Run, Stat, du, have, settle, settle_cold, sh};
 
 const RESTIC_ENV: [(&str, &str); 1] = [("RESTIC_PASSWORD", "backup-bench")];
 
@@ -183,11 +183,12 @@ impl Peers {
     }
 }
 
-/// Seconds of `repeat` runs of `line`, each restoring into `target`, which is removed after.
+/// Seconds of `repeat` runs of `line`, each restoring into `target` (which is
+/// removed after) from a cold page cache, as ours does.
 fn restores(line: &str, env: &[(&str, &str)], target: &Path, repeat: usize) -> Stat {
     let runs: Vec<f64> = (0..repeat)
         .map(|_| {
-            settle();
+            settle_cold();
             let secs = sh(line, env).secs;
             let _ = std::fs::remove_dir_all(target);
             secs

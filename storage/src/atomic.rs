@@ -55,6 +55,20 @@ pub fn start_writeback(file: &File) {
     let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 
+/// Writes `file`'s dirty pages to disk and waits until they are written
+/// (`sync_file_range`): data only, so unlike fdatasync it forces no journal
+/// commit, and the pages are not durable until a later fsync or
+/// [`sync_filesystem`]. Lets a big writer keep only a bounded amount of its data
+/// in flight, so other writers' fsyncs do not queue behind all of it.
+/// Advice only: errors surface at that later fsync.
+pub fn wait_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is
+    // open for the whole call because `file` is borrowed.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) };
+}
+
 /// Creates `dir` if missing and makes its entry durable in its parent.
 pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
     if dir.is_dir() {

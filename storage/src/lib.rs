@@ -28,7 +28,7 @@ mod storage;
 mod table;
 mod writer;
 
-pub use atomic::{fsync_dir, start_writeback, sync_filesystem, write_atomic};
+pub use atomic::{fsync_dir, start_writeback, sync_filesystem, wait_writeback, write_atomic};
 pub use checkpoint::{
     CheckpointRecord, RollbackReport, read_checkpoint, remove_checkpoint, restore_checkpoint, write_checkpoint,
 };
