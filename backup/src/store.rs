@@ -61,10 +61,10 @@ pub struct LocalRoot {
     write_behind: Arc<std::sync::Mutex<WriteBehind>>,
 }
 
-/// Bytes of a backup's writes allowed on their way to a local disk at once: the
-/// disk stays busy, while a query's or insert's fsync on the same file system
-/// waits for at most this much of ours (about 50 ms at 350 MB/s), not for the
-/// whole backup.
+/// Bytes of a backup's writes allowed on their way to a local disk at once:
+/// enough to keep the disk busy, while the final sync has only this much left
+/// to wait for (docs/performance.md has what it does and does not do for the
+/// database's own fsyncs on the same disk).
 const WRITE_BEHIND_BYTES: u64 = 16 << 20;
 
 /// Objects whose writeback is awaited at once: each holds an open file, and a
@@ -293,10 +293,9 @@ impl Store {
 
     /// Starts writing a just-written local object to disk, and waits while more
     /// than [`WRITE_BEHIND_BYTES`] of earlier ones are still on their way: the
-    /// disk works while later objects are written, [`Store::make_durable`] waits
-    /// only for the tail, and other writers' fsyncs never queue behind a whole
-    /// backup. Advice only (errors surface at `make_durable`); nothing to do for
-    /// remote stores.
+    /// disk works while later objects are written and [`Store::make_durable`]
+    /// waits only for the tail. Advice only (errors surface at `make_durable`);
+    /// nothing to do for remote stores.
     pub async fn write_behind(&self, key: &Path) {
         let Some(local) = self.local.clone() else { return };
         let path = local.path.join(key.as_ref());
