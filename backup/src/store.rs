@@ -286,9 +286,15 @@ impl Store {
         let Some(local) = self.local.clone() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || local.flush.flush(&local.path))
-            .await
-            .map_err(|e| BackupError::Other(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            local.flush.flush(&local.path)?;
+            // All on disk now: nothing left to wait for, and no object kept open
+            // (the store lives as long as the server, and retention deletes objects).
+            *local.write_behind.lock().unwrap_or_else(|p| p.into_inner()) = WriteBehind::default();
+            Ok(())
+        })
+        .await
+        .map_err(|e| BackupError::Other(e.to_string()))?
     }
 
     /// Starts writing a just-written local object to disk, and waits while more

@@ -103,12 +103,17 @@ struct ChildRun {
 
 /// Runs `op` in a new process of this benchmark (after `sync`; a restore also
 /// after emptying the page cache) and reads its figures.
-fn in_child(op: &str, root: &Path, store: &Path) -> BenchResult<ChildRun> {
-    if op == "restore" {
-        measure::settle_cold();
-    } else {
-        measure::settle();
-    }
+fn in_child(op: ChildOp, root: &Path, store: &Path) -> BenchResult<ChildRun> {
+    let op = match op {
+        ChildOp::Backup => {
+            measure::settle();
+            "backup"
+        }
+        ChildOp::Restore => {
+            measure::settle_cold();
+            "restore"
+        }
+    };
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["--child", op, "--root"])
         .arg(root)
@@ -400,7 +405,7 @@ async fn full_backup(
             std::fs::remove_dir_all(&store)?;
         }
         store = root.with_file_name(format!("store_{r}"));
-        let done = in_child("backup", root, &store)?;
+        let done = in_child(ChildOp::Backup, root, &store)?;
         runs.push(done.run);
         rss.push(done.peak_rss);
         stored.push(du(&store) as f64);
@@ -525,7 +530,7 @@ async fn restore(plan: &Plan, store: &Path, peers: &Peers, report: &mut Report) 
     let (mut runs, mut rss) = (Vec::new(), Vec::new());
     for r in 0..plan.repeat {
         let target = store.with_file_name(format!("restored_{r}"));
-        let done = in_child("restore", &target, store)?;
+        let done = in_child(ChildOp::Restore, &target, store)?;
         runs.push(done.run);
         rss.push(done.peak_rss);
         std::fs::remove_dir_all(&target)?;

@@ -59,8 +59,7 @@ pub fn start_writeback(file: &File) {
 /// (`sync_file_range`): data only, so unlike fdatasync it forces no journal
 /// commit, and the pages are not durable until a later fsync or
 /// [`sync_filesystem`]. Lets a big writer keep only a bounded amount of its data
-/// in flight, so other writers' fsyncs do not queue behind all of it.
-/// Advice only: errors surface at that later fsync.
+/// in flight. Advice only: errors surface at that later fsync.
 pub fn wait_writeback(file: &File) {
     use std::os::fd::AsRawFd;
     let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
