@@ -122,7 +122,8 @@ pub(crate) async fn verify(target: &Target) -> CliResult {
 pub(crate) async fn restore(target: &Target, root: &Path) -> CliResult {
     let (store, selector) = target.open()?;
     let progress = Progress::new("restoring");
-    let report = backup::restore_database(&store, &selector, root, &|d, t| progress.update(d, t)).await?;
+    let (report, unsynced) = backup::restore_database(&store, &selector, root, &|d, t| progress.update(d, t)).await?;
+    tokio::task::spawn_blocking(|| unsynced.make_durable()).await??;
     progress.finish();
     storage::clear_restored_marker(root)?;
     println!(

@@ -292,9 +292,10 @@ async fn restored_content(store: &Store, micros: i64) -> HashMap<String, BTreeSe
         instance: None,
         timestamp: Some(layout::format_timestamp(micros)),
     };
-    restore_database(store, &selector, root.path(), &|_, _| {})
+    let (_, unsynced) = restore_database(store, &selector, root.path(), &|_, _| {})
         .await
         .unwrap();
+    unsynced.make_durable().unwrap();
     let s = Storage::open(
         root.path(),
         Arc::new(SystemClock),
@@ -459,11 +460,15 @@ async fn a_crash_during_a_restore_leaves_nothing_visible_and_the_next_restore_co
                 !root.path().join("db").exists(),
                 "crash at {k}: a half-restored database is visible"
             );
-            restore_database(&store, &Selector::default(), root.path(), &|_, _| {})
+            let _unsynced = restore_database(&store, &Selector::default(), root.path(), &|_, _| {})
                 .await
                 .unwrap();
             points += 1;
         }
+        storage::UnsyncedRestore::find(root.path())
+            .expect("a finished restore is marked unsynced until it is made durable")
+            .make_durable()
+            .unwrap();
         storage::clear_restored_marker(root.path()).unwrap();
         let r = Storage::open(
             root.path(),

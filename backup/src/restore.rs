@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
-use storage::{DatabaseBuild, Install, Storage, TableBuild, TableMeta};
+use storage::{DatabaseBuild, Install, Storage, TableBuild, TableMeta, UnsyncedRestore};
 
 use crate::catalog::{Selector, locate};
 use crate::error::{BackupError, Result};
@@ -69,12 +69,18 @@ pub struct RestoreReport {
 const DISK_MARGIN: u64 = 16 << 20;
 
 /// Restores the selected backup into `root`, whose database must be empty.
+///
+/// The database is in place when this returns and can be opened and read, but
+/// its files are not yet durable: nothing may commit to it before
+/// [`UnsyncedRestore::make_durable`] is done (a server runs that in the
+/// background and holds writes until then; a power cut before it leaves a marker
+/// that says to restore again).
 pub async fn restore_database(
     store: &Store,
     selector: &Selector,
     root: &Path,
     on_progress: OnProgress<'_>,
-) -> Result<RestoreReport> {
+) -> Result<(RestoreReport, UnsyncedRestore)> {
     storage::check_restorable(root)?;
     let manifest = locate(store, selector).await?;
     std::fs::create_dir_all(root).map_err(|e| BackupError::Other(format!("creating {}: {e}", root.display())))?;
@@ -126,8 +132,8 @@ pub async fn restore_database(
             root.join(storage::RESTORE_FAILED_FILE).display()
         )));
     }
-    build.finish(&manifest.data_id, &[(INSTANCE_NAME_FILE, manifest.instance.as_bytes())])?;
-    Ok(report)
+    let unsynced = build.finish(&manifest.data_id, &[(INSTANCE_NAME_FILE, manifest.instance.as_bytes())])?;
+    Ok((report, unsynced))
 }
 
 fn report_for(m: &Manifest) -> RestoreReport {

@@ -88,6 +88,8 @@ impl Checkpoints {
 
     /// Enters checkpoint mode; returns its start time (micros). Blocking I/O.
     pub(crate) fn create(&self) -> Result<i64> {
+        // A copy taken now must be of files that are on disk.
+        self.storage.wait_writable()?;
         let mut state = self.lock();
         if let Some(active) = state.as_ref() {
             return Err(EngineError::State(format!(

@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
 use crate::functions::{BackupsFunction, CheckpointStatusFunction};
+use crate::restore::PendingRestore;
 
 /// DataFusion catalog and schema names our tables live in.
 pub const CATALOG: &str = "datafusion";
@@ -50,7 +51,7 @@ impl Database {
     pub async fn open_with_clock(root: &Path, settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let root = root.to_path_buf();
         let hk = settings.housekeeping.clone();
-        crate::restore::apply_backup_restore_trigger(&root, &settings.backup).await?;
+        let pending = crate::restore::apply_backup_restore_trigger(&root, &settings.backup).await?;
         let (storage, record) = tokio::task::spawn_blocking(move || -> Result<_> {
             apply_restore_trigger(&root)?;
             let record = storage::read_checkpoint(&root)?;
@@ -58,6 +59,11 @@ impl Database {
             Ok((storage, record))
         })
         .await??;
+        let mut tasks = Vec::new();
+        if let Some(pending) = pending {
+            storage.hold_writes();
+            tasks.push(tokio::spawn(complete_restore(storage.clone(), pending)));
+        }
         let checkpoints = Arc::new(Checkpoints::new(storage.clone(), settings.checkpoint, record));
         let cancel = CancellationToken::new();
         let backups = Arc::new(Backups::open(storage.clone(), settings.backup.clone(), cancel.clone()).await?);
@@ -77,7 +83,7 @@ impl Database {
             db.cancel.clone(),
         ));
         let watchdog = tokio::spawn(checkpoint_watchdog(db.checkpoints.clone(), db.cancel.clone()));
-        let mut tasks = vec![hk_task, watchdog];
+        tasks.extend([hk_task, watchdog]);
         if let Some(schedule) = db.settings.backup.schedule.clone() {
             tasks.push(tokio::spawn(run_schedule(
                 db.backups.clone(),
@@ -260,6 +266,19 @@ impl Database {
             let _ = t.await;
         }
     }
+}
+
+/// Makes a restored database durable while it is served, then lets commits in.
+async fn complete_restore(storage: Arc<Storage>, pending: PendingRestore) {
+    let outcome = match tokio::task::spawn_blocking(move || pending.complete()).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match &outcome {
+        Ok(()) => tracing::info!("the restored database is on disk; changes are accepted"),
+        Err(e) => tracing::error!("the restored database could not be made durable, changes are refused: {e}"),
+    }
+    storage.release_writes(outcome);
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

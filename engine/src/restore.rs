@@ -4,14 +4,18 @@
 //! (else server.conf's), `backup.instance.name` (needed only when the store holds
 //! several), `backup.restore.timestamp` (else the latest complete backup),
 //! `backup.encryption.key.file` (else server.conf's key, if any). The
-//! restore runs before storage opens; the trigger is removed only after the
-//! restored database is in place, so a crash at any point either repeats the
-//! restore or finds it complete. A failure leaves the trigger and the failure
-//! artifacts (`.restore_failed/`, `_restore_failed`) and stops the start.
+//! restore runs before storage opens. The server then answers queries at once,
+//! while the file system is synced in the background; commits wait until that
+//! is done. The trigger is removed only after the restored database is durable,
+//! so a crash at any point either repeats the restore (a restore cut short before
+//! its sync is discarded and done again) or finds it complete. A failure leaves
+//! the trigger and the failure artifacts (`.restore_failed/`, `_restore_failed`)
+//! and stops the start.
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use backup::{Selector, Store};
+use storage::UnsyncedRestore;
 
 use crate::backups::{BackupSettings, backup_err};
 use crate::config::ConfigError;
@@ -40,13 +44,43 @@ pub(crate) fn store_connection(root: &Path, settings: &BackupSettings) -> String
     }
 }
 
-/// Runs the restore a `_backup_restore` trigger asks for, if there is one.
-pub(crate) async fn apply_backup_restore_trigger(root: &Path, settings: &BackupSettings) -> Result<()> {
+/// A restored database being served before its files are durable.
+#[must_use = "the restore is complete only once `complete` ran"]
+pub(crate) struct PendingRestore {
+    unsynced: UnsyncedRestore,
+    root: PathBuf,
+    trigger: PathBuf,
+}
+
+impl PendingRestore {
+    /// Makes the restored files durable, then removes the trigger (blocking).
+    pub(crate) fn complete(self) -> Result<()> {
+        self.unsynced.make_durable()?;
+        finish(&self.root, &self.trigger)
+    }
+}
+
+/// Runs the restore a `_backup_restore` trigger asks for, if there is one; what
+/// it returns must be completed before anything commits.
+pub(crate) async fn apply_backup_restore_trigger(
+    root: &Path,
+    settings: &BackupSettings,
+) -> Result<Option<PendingRestore>> {
     let trigger = root.join(BACKUP_RESTORE_TRIGGER);
     storage::check_no_failed_restore(root)?;
     if !trigger.exists() {
+        if UnsyncedRestore::find(root).is_some() {
+            return Err(EngineError::State(format!(
+                "{} holds a restored database that may not have reached disk ({} is there) but {} is gone; put the \
+                 trigger file back to restore again, or remove {} to start empty",
+                storage::db_dir(root).display(),
+                storage::UNSYNCED_MARKER,
+                trigger.display(),
+                storage::db_dir(root).display()
+            )));
+        }
         storage::clear_restored_marker(root)?;
-        return Ok(());
+        return Ok(None);
     }
     if root.join(crate::checkpoint::RESTORE_TRIGGER).exists() {
         return Err(EngineError::State(format!(
@@ -60,7 +94,18 @@ pub(crate) async fn apply_backup_restore_trigger(root: &Path, settings: &BackupS
             "the restore asked for by {} had completed; removing it",
             trigger.display()
         );
-        return finish(root, &trigger);
+        if let Some(unsynced) = UnsyncedRestore::find(root) {
+            unsynced.make_durable()?;
+        }
+        finish(root, &trigger)?;
+        return Ok(None);
+    }
+    if let Some(unsynced) = UnsyncedRestore::find(root) {
+        tracing::warn!(
+            "the restore asked for by {} was cut short before its files reached disk; restoring again",
+            trigger.display()
+        );
+        unsynced.discard()?;
     }
     let props = read_trigger(&trigger)?;
     let conn = match props.get("backup.object.store") {
@@ -88,7 +133,7 @@ pub(crate) async fn apply_backup_restore_trigger(root: &Path, settings: &BackupS
             tracing::info!("restore: {p}% ({done} of {total} bytes)");
         }
     };
-    let report = backup::restore_database(&store, &selector, root, &log_progress)
+    let (report, unsynced) = backup::restore_database(&store, &selector, root, &log_progress)
         .await
         .map_err(|e| EngineError::Backup(format!("restore from {} failed: {e}", trigger.display())))?;
     tracing::info!(
@@ -97,10 +142,14 @@ pub(crate) async fn apply_backup_restore_trigger(root: &Path, settings: &BackupS
         files = report.files,
         rows = report.rows,
         bytes = report.bytes,
-        "restored backup {}",
+        "restored backup {}; serving it while its files are synced (changes wait until then)",
         report.backup_timestamp
     );
-    finish(root, &trigger)
+    Ok(Some(PendingRestore {
+        unsynced,
+        root: root.to_path_buf(),
+        trigger,
+    }))
 }
 
 /// Removes the trigger, then the completion marker (a crash between the two is

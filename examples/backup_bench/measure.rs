@@ -81,12 +81,17 @@ impl Timer {
         }
     }
 
-    pub fn stop(self) -> Run {
+    /// The figures so far; the timer keeps running.
+    pub fn lap(&self) -> Run {
         let (own, children) = cpu_seconds();
         Run {
             secs: self.start.elapsed().as_secs_f64(),
             cpu: (own - self.cpu.0) + (children - self.cpu.1),
         }
+    }
+
+    pub fn stop(self) -> Run {
+        self.lap()
     }
 }
 

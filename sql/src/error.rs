@@ -123,7 +123,7 @@ impl From<&StorageError> for SqlError {
             StorageError::InvalidDefinition { .. } => INVALID_DEFINITION,
             StorageError::InvalidData { reason, .. } if reason.contains("NULL") => NOT_NULL_VIOLATION,
             StorageError::InvalidData { .. } | StorageError::Arrow { .. } => DATA_EXCEPTION,
-            StorageError::Io { .. } => IO_ERROR,
+            StorageError::Io { .. } | StorageError::NotDurable(_) => IO_ERROR,
             StorageError::Corrupt { .. } | StorageError::Parquet { .. } => DATA_CORRUPTED,
         };
         Self::new(code, e.to_string())

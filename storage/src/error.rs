@@ -31,6 +31,11 @@ pub enum StorageError {
          remove both to start or to retry the restore"
     )]
     FailedRestoreFound { dir: PathBuf, file: PathBuf },
+    #[error(
+        "the database cannot accept changes: its restored files could not be made durable ({0}); restart the \
+         server to restore again"
+    )]
+    NotDurable(String),
     #[error("corrupt file {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("table '{table}': parquet error in {path}: {source}")]

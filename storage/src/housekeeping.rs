@@ -53,7 +53,7 @@ impl Storage {
     /// Runs one housekeeping cycle (blocking I/O: call from a blocking thread).
     pub fn housekeep(&self) -> Result<HousekeepingReport> {
         let mut report = HousekeepingReport::default();
-        if self.housekeeping_paused() {
+        if self.housekeeping_paused() || self.shared().writes.is_held() {
             report.paused = true;
             return Ok(report);
         }

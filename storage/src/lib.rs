@@ -18,6 +18,7 @@ mod checkpoint;
 mod clock;
 mod commit;
 mod error;
+mod gate;
 mod housekeeping;
 mod meta;
 mod partition;
@@ -38,11 +39,11 @@ pub use error::{Result, StorageError};
 pub use housekeeping::{HousekeepingReport, HousekeepingSettings};
 pub use meta::{Column, ColumnType, SYMBOL_METADATA_KEY, TableMeta};
 pub use partition::PartitionBy;
-pub use paths::validate_table_name;
+pub use paths::{db_dir, validate_table_name};
 pub use restore::{
     DatabaseBuild, Install, RESTORE_FAILED_DIR, RESTORE_FAILED_FILE, RESTORE_STAGING_DIR, RESTORED_MARKER, TableBuild,
-    available_space, check_data_file, check_no_failed_restore, check_restorable, clear_restored_marker,
-    restored_marker,
+    UNSYNCED_MARKER, UnsyncedRestore, available_space, check_data_file, check_no_failed_restore, check_restorable,
+    clear_restored_marker, restored_marker,
 };
 pub use snapshot::{PinId, Snapshot, TableSnapshot};
 pub use storage::Storage;

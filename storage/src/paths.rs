@@ -41,7 +41,8 @@ pub fn validate_table_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn db_dir(root: &Path) -> PathBuf {
+/// `ROOT/db`, where the tables live.
+pub fn db_dir(root: &Path) -> PathBuf {
     root.join(DB_DIR)
 }
 

@@ -25,8 +25,13 @@ pub const RESTORE_STAGING_DIR: &str = ".restore_staging";
 pub const RESTORE_FAILED_DIR: &str = ".restore_failed";
 /// Lists the tables of a failed restore and why they failed.
 pub const RESTORE_FAILED_FILE: &str = "_restore_failed";
-/// Inside a restored `db/`: the restore completed; removed once its trigger file is gone.
+/// Inside a restored `db/`: the restore completed and is durable; removed once its
+/// trigger file is gone.
 pub const RESTORED_MARKER: &str = ".restored";
+/// Inside a restored `db/`: its files may not have reached disk yet. Written
+/// durably before the folder is published, removed once the file system is synced,
+/// so after a power cut it says the restore must be done again.
+pub const UNSYNCED_MARKER: &str = ".restore_unsynced";
 
 /// One table being assembled in a staging folder.
 #[derive(Debug)]
@@ -71,15 +76,16 @@ impl TableBuild {
         Ok(())
     }
 
-    /// Makes the data files durable (they are written without fsync), writes
-    /// `_meta.json` and `_commit.json` and makes the folder durable.
-    fn seal(&mut self, version: u64) -> Result<()> {
+    /// Makes the data files (written without fsync) and their folders durable.
+    fn make_files_durable(&self) -> Result<()> {
         sync_filesystem(&self.dir)?;
-        self.files.sort_by(|a, b| a.path.cmp(&b.path));
         let partitions: BTreeSet<&str> = self.files.iter().map(|f| f.partition.as_str()).collect();
-        for p in partitions {
-            fsync_dir(&self.dir.join(p))?;
-        }
+        partitions.into_iter().try_for_each(|p| fsync_dir(&self.dir.join(p)))
+    }
+
+    /// Writes `_meta.json` and `_commit.json` (the data files are not synced here).
+    fn seal(&mut self, version: u64) -> Result<()> {
+        self.files.sort_by(|a, b| a.path.cmp(&b.path));
         write_meta(&self.dir.join(META_FILE), &self.meta)?;
         let commit = Commit {
             format_version: COMMIT_FORMAT_VERSION,
@@ -148,6 +154,7 @@ impl Storage {
     }
 
     fn install(&self, build: &mut TableBuild, how: Install) -> Result<Arc<Table>> {
+        self.wait_writable()?;
         let name = build.meta.name.clone();
         let existing = self.table(&name);
         match (how, existing) {
@@ -166,6 +173,7 @@ impl Storage {
                         StorageError::TableExists(name)
                     });
                 }
+                build.make_files_durable()?;
                 build.seal(1)?;
                 std::fs::rename(&build.dir, &dir)
                     .ctx(|| format!("renaming {} to {}", build.dir.display(), dir.display()))?;
@@ -299,8 +307,9 @@ impl DatabaseBuild {
     }
 
     /// Writes the data id and `extra` plain files into the new `db/`, then renames
-    /// it to `ROOT/db` in one step.
-    pub fn finish(self, data_id: &str, extra: &[(&str, &[u8])]) -> Result<()> {
+    /// it to `ROOT/db` in one step. The database can be opened and read at once;
+    /// its files become durable with [`UnsyncedRestore::make_durable`].
+    pub fn finish(self, data_id: &str, extra: &[(&str, &[u8])]) -> Result<UnsyncedRestore> {
         let db = self.db();
         uuid::Uuid::parse_str(data_id).map_err(|e| StorageError::Corrupt {
             path: db.join(DATA_ID_FILE),
@@ -315,7 +324,7 @@ impl DatabaseBuild {
             }
             write_atomic(&db.join(name), bytes)?;
         }
-        write_atomic(&db.join(RESTORED_MARKER), b"")?;
+        write_atomic(&db.join(UNSYNCED_MARKER), b"")?;
         write_atomic(&db.join(DATA_ID_FILE), data_id.as_bytes())?;
         let target = db_dir(&self.root);
         if target.exists() {
@@ -324,7 +333,8 @@ impl DatabaseBuild {
         }
         std::fs::rename(&db, &target).ctx(|| format!("renaming {} to {}", db.display(), target.display()))?;
         fsync_dir(&self.root)?;
-        std::fs::remove_dir_all(&self.staging).ctx(|| format!("removing {}", self.staging.display()))
+        std::fs::remove_dir_all(&self.staging).ctx(|| format!("removing {}", self.staging.display()))?;
+        Ok(UnsyncedRestore { root: self.root })
     }
 
     /// Gives up: keeps what was built in `ROOT/.restore_failed/` and lists the
@@ -339,8 +349,42 @@ impl DatabaseBuild {
     }
 }
 
+/// A restored database in `ROOT/db` whose files may not have reached disk yet.
+#[derive(Debug)]
+#[must_use = "the restored files are not durable until make_durable is called"]
+pub struct UnsyncedRestore {
+    root: PathBuf,
+}
+
+impl UnsyncedRestore {
+    /// The restore published in `root` that has not been made durable, if any.
+    pub fn find(root: &Path) -> Option<Self> {
+        db_dir(root).join(UNSYNCED_MARKER).exists().then(|| Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Syncs the file system, then marks the restore complete ([`restored_marker`]).
+    pub fn make_durable(self) -> Result<()> {
+        sync_filesystem(&self.root)?;
+        let db = db_dir(&self.root);
+        write_atomic(&db.join(RESTORED_MARKER), b"")?;
+        let marker = db.join(UNSYNCED_MARKER);
+        std::fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+        fsync_dir(&db)
+    }
+
+    /// Removes the restored database (after a power cut it may hold torn files).
+    pub fn discard(self) -> Result<()> {
+        let db = db_dir(&self.root);
+        std::fs::remove_dir_all(&db).ctx(|| format!("removing {}", db.display()))?;
+        fsync_dir(&self.root)
+    }
+}
+
 /// True if `root` holds a restored database whose completion marker is still
-/// there (the restore finished; its trigger file may not have been removed yet).
+/// there (the restore finished and is durable; its trigger file may not have
+/// been removed yet).
 pub fn restored_marker(root: &Path) -> bool {
     db_dir(root).join(RESTORED_MARKER).exists()
 }

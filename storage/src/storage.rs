@@ -118,9 +118,26 @@ impl Storage {
         self.tables.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes every later commit wait (reads go on) until [`Storage::release_writes`]:
+    /// for a restored database served before its files are durable.
+    pub fn hold_writes(&self) {
+        self.shared.writes.hold();
+    }
+
+    /// Lets held commits go on, or with `Err(reason)` refuses them from now on.
+    pub fn release_writes(&self, outcome: std::result::Result<(), String>) {
+        self.shared.writes.release(outcome);
+    }
+
+    /// Waits until commits are allowed; for changes made outside the tables (a checkpoint).
+    pub fn wait_writable(&self) -> Result<()> {
+        self.shared.writes.wait()
+    }
+
     /// Creates a table durably. With `if_not_exists`, an existing table is returned unchanged.
     pub fn create_table(&self, meta: TableMeta, if_not_exists: bool) -> Result<Arc<Table>> {
         meta.validate()?;
+        self.wait_writable()?;
         let mut tables = self.write_tables();
         if let Some(t) = tables.get(&meta.name) {
             return if if_not_exists {
@@ -156,6 +173,7 @@ impl Storage {
     /// hides the table, and housekeeping moves the folder once no pin remains.
     /// Returns false if the table did not exist.
     pub fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
+        self.wait_writable()?;
         let mut tables = self.write_tables();
         let Some(table) = tables.get(name).cloned() else {
             return if if_exists {

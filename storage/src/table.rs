@@ -15,6 +15,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::commit::{Commit, DataFile};
 use crate::error::{Result, StorageError};
+use crate::gate::WriteGate;
 use crate::meta::TableMeta;
 use crate::paths::COMMIT_FILE;
 use crate::writer::{conform, new_data_file_rel, split_by_partition, write_data_file};
@@ -27,6 +28,8 @@ const ROWS_PER_FILE: usize = 1_000_000;
 pub(crate) struct Shared {
     /// Held while a commit record is replaced; snapshots take it to see one instant.
     pub(crate) publish: Mutex<()>,
+    /// Commits wait here while a restored database is not yet durable.
+    pub(crate) writes: WriteGate,
 }
 
 #[derive(Debug)]
@@ -151,6 +154,7 @@ impl Table {
     /// Applies `f` to the current file list under the write lock and publishes the result.
     /// Returns the new commit.
     pub(crate) fn change(&self, f: impl FnOnce(&Commit) -> Result<Vec<DataFile>>) -> Result<Arc<Commit>> {
+        self.shared.writes.wait()?;
         let _w = lock(&self.write_lock);
         if self.dropped.load(Ordering::SeqCst) {
             return Err(StorageError::TableNotFound(self.meta.name.clone()));

@@ -349,3 +349,67 @@ fn opening_a_copy_with_a_commit_newer_than_its_files_falls_back_to_the_checkpoin
     let s = Storage::open(dir.path(), clock, settings, Some(&snapshot)).unwrap();
     assert_eq!(s.table("a").unwrap().commit().rows(), 1);
 }
+
+#[test]
+fn held_writes_wait_while_reads_go_on_and_a_failed_release_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::default()), 100);
+    let t = s.create_table(meta(), false).unwrap();
+    t.append(&[rows(&[0])]).unwrap();
+    s.hold_writes();
+    let (insert, create) = {
+        let (t, s) = (t.clone(), s.clone());
+        (
+            std::thread::spawn(move || t.append(&[rows(&[DAY])])),
+            std::thread::spawn(move || s.create_table(meta_named("later"), false).map(|_| ())),
+        )
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !insert.is_finished() && !create.is_finished(),
+        "a commit went through a held gate"
+    );
+    assert_eq!(t.commit().files.len(), 1, "a held commit is not visible");
+    assert_eq!(s.snapshot().tables.len(), 1, "reads go on while writes are held");
+    assert!(s.housekeep().unwrap().paused, "housekeeping waits too");
+    s.release_writes(Ok(()));
+    assert_eq!(insert.join().unwrap().unwrap(), 1);
+    create.join().unwrap().unwrap();
+    assert_eq!(t.commit().files.len(), 2);
+
+    s.hold_writes();
+    let held = {
+        let t = t.clone();
+        std::thread::spawn(move || t.append(&[rows(&[2 * DAY])]))
+    };
+    s.release_writes(Err("syncfs: input/output error".into()));
+    for result in [held.join().unwrap(), t.append(&[rows(&[3 * DAY])])] {
+        let e = result.unwrap_err();
+        assert!(matches!(e, StorageError::NotDurable(_)), "{e}");
+        assert!(e.to_string().contains("syncfs: input/output error"), "{e}");
+    }
+    assert!(s.drop_table("trades", false).is_err());
+    assert_eq!(t.commit().files.len(), 2, "nothing committed after the failure");
+}
+
+#[test]
+fn a_restored_database_is_marked_unsynced_until_made_durable_and_can_be_discarded() {
+    let root = tempfile::tempdir().unwrap();
+    let build = DatabaseBuild::begin(root.path()).unwrap();
+    let table = build.table(meta()).unwrap();
+    build.finish_table(table, 1).unwrap();
+    let data_id = uuid::Uuid::now_v7().to_string();
+    let unsynced = build.finish(&data_id, &[]).unwrap();
+    let db = db_dir(root.path());
+    assert!(db.join(UNSYNCED_MARKER).exists() && !restored_marker(root.path()));
+    drop(unsynced);
+    let found = UnsyncedRestore::find(root.path()).expect("the marker outlives the process");
+    found.make_durable().unwrap();
+    assert!(!db.join(UNSYNCED_MARKER).exists() && restored_marker(root.path()));
+    assert!(UnsyncedRestore::find(root.path()).is_none());
+
+    std::fs::write(db.join(UNSYNCED_MARKER), b"").unwrap();
+    UnsyncedRestore::find(root.path()).unwrap().discard().unwrap();
+    assert!(!db.exists());
+    check_restorable(root.path()).unwrap();
+}

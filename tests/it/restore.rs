@@ -124,9 +124,8 @@ async fn trigger_and_cli_restore_bring_back_exactly_the_backed_up_state() {
     let sb = Server::start(b.path(), store_opts(store.path()));
     let cb = sb.connect().await;
     assert_eq!(digests(&cb).await, at_ts2);
-    assert!(!b.path().join(TRIGGER).exists(), "the trigger is removed after success");
+    assert_restore_completed_before_a_commit(&cb, b.path()).await;
     assert!(!b.path().join(".restore_staging").exists());
-    assert!(!b.path().join("db/.restored").exists());
     assert_eq!(
         read(b.path().join("db/.data_id")),
         read(root.path().join("db/.data_id"))
@@ -180,6 +179,67 @@ async fn trigger_and_cli_restore_bring_back_exactly_the_backed_up_state() {
     std::fs::remove_file(root.path().join(TRIGGER)).unwrap();
     let again = Server::start(root.path(), store_opts(store.path()));
     assert_eq!(digests(&again.connect().await).await, at_ts2);
+}
+
+/// A commit on a database restored from a trigger returns only once the restore
+/// is durable: its trigger and markers are gone.
+async fn assert_restore_completed_before_a_commit(c: &Client, root: &Path) {
+    c.batch_execute("CREATE TABLE probe (id INT); DROP TABLE probe")
+        .await
+        .unwrap();
+    assert!(!root.join(TRIGGER).exists(), "the trigger is removed after success");
+    for marker in ["db/.restored", "db/.restore_unsynced"] {
+        assert!(!root.join(marker).exists(), "{marker} is left");
+    }
+}
+
+/// What a power cut during the background sync leaves is recognised and the
+/// restore is done again; torn files are never served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_cut_short_before_its_files_reached_disk_is_done_again() {
+    let (root, store) = (temp_root(), temp_root());
+    let expected = {
+        let server = Server::start(root.path(), store_opts(store.path()));
+        let c = server.connect().await;
+        load(&c).await;
+        backup_wait(&c).await;
+        digests(&c).await
+    };
+    let b = temp_root();
+    let trigger = format!("backup.object.store={}\n", conn(store.path()));
+    std::fs::write(b.path().join(TRIGGER), &trigger).unwrap();
+    {
+        let sb = Server::start(b.path(), store_opts(store.path()));
+        let cb = sb.connect().await;
+        assert_eq!(digests(&cb).await, expected);
+        assert_restore_completed_before_a_commit(&cb, b.path()).await;
+        sb.stop();
+    }
+    // The state a power cut before the sync leaves: the published folder with its
+    // marker, a data file that never reached disk, and the trigger.
+    let db = b.path().join("db");
+    std::fs::write(db.join(".restore_unsynced"), "").unwrap();
+    let torn = files_in(&db.join("trades"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a data file");
+    std::fs::File::create(&torn).unwrap();
+
+    let err = exit_failure(b.path(), store_opts(store.path()));
+    assert!(
+        err.contains(".restore_unsynced") && err.contains("put the trigger file back"),
+        "without its trigger the server refuses such a database: {err}"
+    );
+    std::fs::write(b.path().join(TRIGGER), &trigger).unwrap();
+    let sb = Server::start(b.path(), store_opts(store.path()));
+    let cb = sb.connect().await;
+    assert_eq!(digests(&cb).await, expected);
+    assert!(
+        sb.stderr().contains("cut short before its files reached disk"),
+        "{}",
+        sb.stderr()
+    );
+    assert_restore_completed_before_a_commit(&cb, b.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
