@@ -1,12 +1,13 @@
 //! Downloading a backed-up file: streamed from the store, decompressed, hashed
 //! and counted on the way to disk, so memory stays bounded and a corrupt or
 //! truncated object is caught before anything uses the file.
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::{GetResultPayload, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use crate::crypto::StreamDecryptor;
@@ -40,8 +41,6 @@ async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathB
         },
         e => store_err(format!("reading {key}"))(e),
     })?;
-    let mut stream = got.into_stream();
-    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
     let decryptor = match (&store.cipher, f.encrypted) {
         (Some(c), true) => Some(c.decryptor(key.as_ref())),
         (None, true) => {
@@ -52,8 +51,44 @@ async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathB
         }
         (_, false) => None,
     };
+    let stored = got.range.end - got.range.start;
     let (file, target, key_text) = (f.clone(), dest.clone(), key.to_string());
-    let writer = tokio::task::spawn_blocking(move || write_verified(rx, decryptor, &file, &target, &key_text));
+    let write = move |chunks| write_verified(chunks, decryptor, &file, &target, &key_text);
+    let result = match got.payload {
+        // A local store hands over the file: read it in large blocks on the writing
+        // thread (its stream reads 8 KiB per blocking task).
+        GetResultPayload::File(mut object, _) => {
+            let (start, key) = (got.range.start, key.to_string());
+            tokio::task::spawn_blocking(move || {
+                object
+                    .seek(SeekFrom::Start(start))
+                    .map_err(|e| BackupError::Other(format!("reading {key}: {e}")))?;
+                write(Chunks::File {
+                    object,
+                    left: stored,
+                    key,
+                })
+            })
+            .await
+            .map_err(|e| BackupError::Other(e.to_string()))
+            .and_then(|written| written.map(|()| stored))
+        }
+        GetResultPayload::Stream(stream) => pump(stream, write, &key).await,
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(&dest);
+    }
+    result
+}
+
+/// Feeds a store's stream to `write` on a blocking thread; returns the bytes fetched.
+async fn pump(
+    mut stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    write: impl FnOnce(Chunks) -> Result<()> + Send + 'static,
+    key: &object_store::path::Path,
+) -> Result<u64> {
+    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let writer = tokio::task::spawn_blocking(move || write(Chunks::Channel(rx)));
     let mut fetched = 0u64;
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
@@ -72,14 +107,49 @@ async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathB
     }
     drop(tx);
     let written = writer.await.map_err(|e| BackupError::Other(e.to_string()))?;
-    let result = match (failure, written) {
+    match (failure, written) {
         (Some(e), _) | (None, Err(e)) => Err(e),
         (None, Ok(())) => Ok(fetched),
-    };
-    if result.is_err() {
-        let _ = std::fs::remove_file(&dest);
     }
-    result
+}
+
+/// Where a stored object's bytes come from.
+enum Chunks {
+    Channel(mpsc::Receiver<Bytes>),
+    /// A local store's object file, `left` bytes still to read.
+    File {
+        object: File,
+        left: u64,
+        key: String,
+    },
+}
+
+/// Bytes read from a local object at a time.
+const FILE_BLOCK: u64 = 1 << 20;
+
+impl Chunks {
+    fn next(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Chunks::Channel(rx) => Ok(rx.blocking_recv()),
+            Chunks::File { left: 0, .. } => Ok(None),
+            Chunks::File { object, left, key } => {
+                let mut block = Vec::with_capacity(FILE_BLOCK.min(*left) as usize);
+                let bad = |reason: String| BackupError::BadObject {
+                    key: key.clone(),
+                    reason,
+                };
+                let read = object
+                    .take(FILE_BLOCK.min(*left))
+                    .read_to_end(&mut block)
+                    .map_err(|e| bad(format!("cannot be read: {e}")))?;
+                if read == 0 {
+                    return Err(bad(format!("ended {left} bytes early")));
+                }
+                *left -= read as u64;
+                Ok(Some(block.into()))
+            }
+        }
+    }
 }
 
 /// Counts and hashes what is written through it, refusing more than `limit` bytes.
@@ -110,14 +180,14 @@ impl<W: Write> Write for Verifier<W> {
 
 /// The plaintext pieces of a stored object: decrypted when it is sealed.
 struct Plain {
-    rx: mpsc::Receiver<Bytes>,
+    chunks: Chunks,
     decryptor: Option<StreamDecryptor>,
 }
 
 impl Plain {
     /// The next piece of plaintext, `None` at the end (plain chunks pass through uncopied).
     fn next(&mut self) -> Result<Option<Bytes>> {
-        match (self.rx.blocking_recv(), &mut self.decryptor) {
+        match (self.chunks.next()?, &mut self.decryptor) {
             (Some(chunk), None) => Ok(Some(chunk)),
             (Some(chunk), Some(d)) => d.push(&chunk).map(|p| Some(p.into())),
             (None, None) => Ok(None),
@@ -130,13 +200,13 @@ impl Plain {
 }
 
 fn write_verified(
-    rx: mpsc::Receiver<Bytes>,
+    chunks: Chunks,
     decryptor: Option<StreamDecryptor>,
     f: &BackedUpFile,
     dest: &Path,
     key: &str,
 ) -> Result<()> {
-    let mut plain = Plain { rx, decryptor };
+    let mut plain = Plain { chunks, decryptor };
     let bad = |reason: String| BackupError::BadObject {
         key: key.to_string(),
         reason,
@@ -177,9 +247,9 @@ fn write_verified(
             f.file.hash
         )));
     }
-    // Durable later: sealing the table syncs the whole file system once; the
-    // writeback starts now, while the next files are fetched.
-    let file = sink.out.into_inner().map_err(|e| io("writing", e.into_error()))?;
-    storage::start_writeback(&file);
+    // Durable later, with one sync of the whole file system (in the background
+    // for a whole-database restore); until then the page cache holds the file, so
+    // the disk is left to the reads of the store and the first queries hit memory.
+    sink.out.into_inner().map_err(|e| io("writing", e.into_error()))?;
     Ok(())
 }

@@ -52,9 +52,11 @@ pub(crate) fn data_file_rel(partition: &str, id: &str) -> String {
 }
 
 /// Rejects relative paths from a commit record that could escape the table folder.
+/// Every `/`-separated step must be a plain name: `Path::components` would let
+/// `a/.`, `a//b` and `a/` through by normalising them away.
 pub(crate) fn check_rel_path(rel: &str) -> bool {
-    let p = Path::new(rel);
-    !rel.is_empty() && p.is_relative() && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+    rel.split('/')
+        .all(|step| !step.is_empty() && step != "." && step != ".." && !step.contains('\0'))
 }
 
 #[cfg(test)]
@@ -76,5 +78,9 @@ mod tests {
         assert!(!check_rel_path("../x.parquet"));
         assert!(!check_rel_path("/etc/passwd"));
         assert!(!check_rel_path(""));
+        for normalised_away in ["2024-01-15/.", "2024-01-15//x.parquet", "2024-01-15/", "./x.parquet"] {
+            assert!(!check_rel_path(normalised_away), "{normalised_away}");
+        }
+        assert!(check_rel_path("2024-01-15/x..parquet"), "`..` inside a name is a name");
     }
 }
