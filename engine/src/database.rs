@@ -3,7 +3,7 @@
 //! Startup: open storage (loads every table) → build the DataFusion session
 //! with our `public` schema → start housekeeping. `shutdown` cancels the
 //! background tasks and waits for them.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -49,7 +49,7 @@ impl Database {
     }
 
     pub async fn open_with_clock(root: &Path, settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
-        let root = root.to_path_buf();
+        let root = absolute_root(root)?;
         let hk = settings.housekeeping.clone();
         let pending = crate::restore::apply_backup_restore_trigger(&root, &settings.backup).await?;
         let (storage, record) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -266,6 +266,21 @@ impl Database {
             let _ = t.await;
         }
     }
+}
+
+/// `root`, created if missing, as an absolute path without `.` or `..` steps: the
+/// query engine's file paths and the default backup store are built from it, and
+/// both need that (`strata serve` defaults to `./strata_root`).
+fn absolute_root(root: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(root)
+        .and_then(|()| root.canonicalize())
+        .map_err(|source| {
+            storage::StorageError::Io {
+                context: format!("opening the database root {}", root.display()),
+                source,
+            }
+            .into()
+        })
 }
 
 /// Makes a restored database durable while it is served, then lets commits in.

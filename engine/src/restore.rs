@@ -71,12 +71,12 @@ pub(crate) async fn apply_backup_restore_trigger(
     if !trigger.exists() {
         if UnsyncedRestore::find(root).is_some() {
             return Err(EngineError::State(format!(
-                "{} holds a restored database that may not have reached disk ({} is there) but {} is gone; put the \
-                 trigger file back to restore again, or remove {} to start empty",
-                storage::db_dir(root).display(),
+                "{db} holds a restore that did not finish reaching disk ({} is there), so its files may be torn; \
+                 restore again: put the trigger file {} back (the folder is then replaced), or remove {db} and run \
+                 `strata restore` again",
                 storage::UNSYNCED_MARKER,
                 trigger.display(),
-                storage::db_dir(root).display()
+                db = storage::db_dir(root).display()
             )));
         }
         storage::clear_restored_marker(root)?;

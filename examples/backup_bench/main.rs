@@ -324,6 +324,8 @@ async fn run(args: &Args) -> BenchResult<()> {
     let plan = Plan::from(args);
     let parent = args.work.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&parent)?;
+    // Store connection strings need an absolute path.
+    let parent = parent.canonicalize()?;
     let mut work_dir = tempfile::Builder::new().prefix("backup_bench.").tempdir_in(&parent)?;
     work_dir.disable_cleanup(args.keep);
     let work = work_dir.path();

@@ -215,3 +215,32 @@ async fn data_files_are_plain_parquet_readable_by_other_tools() {
         Err(e) => panic!("python3: {e}"),
     }
 }
+
+/// The README's run command, `strata serve --demo`, in a fresh folder: the default
+/// root is relative (`./strata_root`), and queries and a backup into the default
+/// store (`ROOT/backups`) work from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_run_command_serves_the_demo_from_its_relative_default_root() {
+    let dir = temp_root();
+    let opts = Options {
+        wrapper: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("cd '{}' && exec \"$0\" serve --demo", dir.path().display()),
+        ],
+        ..Options::default()
+    };
+    let root = dir.path().join("strata_root");
+    let server = Server::start(&root, opts);
+    let c = server.connect().await;
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT symbol) FROM trades WHERE ts >= '2025-01-02' AND ts < '2025-01-03'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1440, 4));
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    assert!(root.join("backups").is_dir(), "the default store is ROOT/backups");
+}

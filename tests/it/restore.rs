@@ -183,7 +183,7 @@ async fn trigger_and_cli_restore_bring_back_exactly_the_backed_up_state() {
 
 /// A commit on a database restored from a trigger returns only once the restore
 /// is durable: its trigger and markers are gone.
-async fn assert_restore_completed_before_a_commit(c: &Client, root: &Path) {
+pub(crate) async fn assert_restore_completed_before_a_commit(c: &Client, root: &Path) {
     c.batch_execute("CREATE TABLE probe (id INT); DROP TABLE probe")
         .await
         .unwrap();
@@ -227,7 +227,7 @@ async fn a_restore_cut_short_before_its_files_reached_disk_is_done_again() {
 
     let err = exit_failure(b.path(), store_opts(store.path()));
     assert!(
-        err.contains(".restore_unsynced") && err.contains("put the trigger file back"),
+        err.contains(".restore_unsynced") && err.contains("restore again: put the trigger file"),
         "without its trigger the server refuses such a database: {err}"
     );
     std::fs::write(b.path().join(TRIGGER), &trigger).unwrap();
