@@ -396,7 +396,7 @@ async fn trades(
     }
     if wants(Step::Foreground) {
         for store in foreground_stores(root) {
-            foreground(root, &store, report).await?;
+            foreground(root, &store, plan.repeat, report).await?;
         }
     }
     Ok(())
@@ -637,49 +637,82 @@ fn foreground_stores(root: &Path) -> Vec<ForegroundStore> {
     stores
 }
 
-async fn foreground(root: &Path, target: &ForegroundStore, report: &mut Report) -> BenchResult<()> {
+/// Step 7 for one store: `repeat` rounds of idle samples, then samples while a
+/// full backup into a fresh store runs.
+async fn foreground(root: &Path, target: &ForegroundStore, repeat: usize, report: &mut Report) -> BenchResult<()> {
     let store = &target.dir;
     let db = open(root, Some(store)).await?;
     foreground_samples(&db, 3, false).await?; // warm up
-    let (idle_q, idle_i) = foreground_samples(&db, 40, false).await?;
-    db.backup_start(false).await?;
-    let (busy_q, busy_i) = foreground_samples(&db, 100_000, true).await?;
-    // Let the backup finish before the next measurement.
-    while sql_row(&db, "SELECT status FROM backups() LIMIT 1")
-        .await?
-        .first()
-        .map(String::as_str)
-        == Some("backup in progress")
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (mut idle, mut busy) = (Latencies::default(), Latencies::default());
+    for _ in 0..repeat {
+        idle.add(foreground_samples(&db, 100, false).await?);
+        db.backup_start(false).await?;
+        busy.add(foreground_samples(&db, 100_000, true).await?);
+        // Let the backup finish before the next measurement.
+        while sql_row(&db, "SELECT status FROM backups() LIMIT 1")
+            .await?
+            .first()
+            .map(String::as_str)
+            == Some("backup in progress")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        std::fs::remove_dir_all(store)?;
     }
     db.shutdown().await;
-    std::fs::remove_dir_all(store)?;
     let ms = |v: &[f64], q: f64| Stat::quantile(v, q) * 1000.0;
+    let line = |what: &str, idle: &[f64], busy: &[f64]| {
+        format!(
+            "\n   {what}: p50 {:.1} p90 {:.1} p99 {:.1} max {:.1} ms (idle p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}) -> p99 ratio {}",
+            ms(busy, 0.5),
+            ms(busy, 0.9),
+            ms(busy, 0.99),
+            ms(busy, 1.0),
+            ms(idle, 0.5),
+            ms(idle, 0.9),
+            ms(idle, 0.99),
+            ms(idle, 1.0),
+            ratio(ms(busy, 0.99), ms(idle, 0.99)),
+        )
+    };
+    let figures = |idle: &[f64], busy: &[f64]| {
+        json!({
+            "idle_p50": ms(idle, 0.5), "idle_p90": ms(idle, 0.9), "idle_p99": ms(idle, 0.99), "idle_max": ms(idle, 1.0),
+            "busy_p50": ms(busy, 0.5), "busy_p90": ms(busy, 0.9), "busy_p99": ms(busy, 0.99), "busy_max": ms(busy, 1.0),
+            "idle_samples": idle.len(), "busy_samples": busy.len(),
+        })
+    };
     report.line(format!(
-        "7. foreground during a full backup, {} ({} queries, {} inserts sampled):\n   one-day query p50 {:.1} ms p99 {:.1} ms (idle p50 {:.1} p99 {:.1}) -> p99 ratio {}\n   one-row insert p50 {:.1} ms p99 {:.1} ms (idle p50 {:.1} p99 {:.1}) -> p99 ratio {}",
+        "7. foreground during {repeat} full backup(s), {} ({} queries and {} inserts sampled during backups, {} idle):{}{}",
         target.label,
-        busy_q.len(),
-        busy_i.len(),
-        ms(&busy_q, 0.5),
-        ms(&busy_q, 0.99),
-        ms(&idle_q, 0.5),
-        ms(&idle_q, 0.99),
-        ratio(ms(&busy_q, 0.99), ms(&idle_q, 0.99)),
-        ms(&busy_i, 0.5),
-        ms(&busy_i, 0.99),
-        ms(&idle_i, 0.5),
-        ms(&idle_i, 0.99),
-        ratio(ms(&busy_i, 0.99), ms(&idle_i, 0.99)),
+        busy.query.len(),
+        busy.insert.len(),
+        idle.query.len(),
+        line("one-day query", &idle.query, &busy.query),
+        line("one-row insert", &idle.insert, &busy.insert),
     ));
     report.set(
         target.json_key,
         json!({
-            "query": {"idle_p50": ms(&idle_q, 0.5), "idle_p99": ms(&idle_q, 0.99), "busy_p50": ms(&busy_q, 0.5), "busy_p99": ms(&busy_q, 0.99), "busy_samples": busy_q.len()},
-            "insert": {"idle_p50": ms(&idle_i, 0.5), "idle_p99": ms(&idle_i, 0.99), "busy_p50": ms(&busy_i, 0.5), "busy_p99": ms(&busy_i, 0.99), "busy_samples": busy_i.len()},
+            "query": figures(&idle.query, &busy.query),
+            "insert": figures(&idle.insert, &busy.insert),
         }),
     );
     Ok(())
+}
+
+/// Query and insert latencies (seconds) gathered over several rounds.
+#[derive(Default)]
+struct Latencies {
+    query: Vec<f64>,
+    insert: Vec<f64>,
+}
+
+impl Latencies {
+    fn add(&mut self, (query, insert): (Vec<f64>, Vec<f64>)) {
+        self.query.extend(query);
+        self.insert.extend(insert);
+    }
 }
 
 /// 5 and 6: CHECKPOINT CREATE + RELEASE, and a backup when nothing changed, over many tiny files.
