@@ -4,7 +4,7 @@
 //! that exposes storage's tables (scans with partition pruning, inserts as one
 //! commit), COPY parsing, checkpoint mode and the `_restore` trigger, the
 //! `_backup_restore` trigger and online table restore (through `backup`), and
-//! background work (housekeeping, the checkpoint watchdog, backups on niced threads).
+//! background work (housekeeping, the checkpoint watchdog, backups on idle-class threads).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
 //! Main types: [`Database`], [`Settings`], [`EngineError`].
