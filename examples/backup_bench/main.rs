@@ -28,7 +28,7 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 #[derive(Parser, Debug)]
 #[command(about = "Measures Strata's backup and restore beside tar|zstd, restic and rsync")]
 struct Args {
-    /// Daily partitions per table (default 90; 10 with --quick).
+    /// Daily partitions per table (default 90; 30 with --quick: about 100 MB).
     #[arg(long)]
     days: Option<i64>,
     /// Rows in each daily partition (default 900,000: about 2 GB in all; 150,000 with --quick).
@@ -190,7 +190,7 @@ impl Plan {
         let q = args.quick;
         Self {
             tables: args.tables.unwrap_or(if q { 2 } else { 3 }),
-            days: args.days.unwrap_or(if q { 10 } else { 90 }),
+            days: args.days.unwrap_or(if q { 30 } else { 90 }),
             rows_per_day: args.rows_per_day.unwrap_or(if q { 150_000 } else { 900_000 }),
             many_tables: args.many_tables.unwrap_or(if q { 10 } else { 100 }),
             many_partitions: args
