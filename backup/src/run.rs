@@ -402,7 +402,14 @@ pub async fn backup_and_cleanup(
         );
     }
     let result = run_backup(job, progress, cancel).await;
-    let mut record = finish_record(progress, now(), &result);
+    // The shared progress never shows a final status: the caller publishes the
+    // returned record when it stops counting this backup as running, so whoever
+    // sees a backup finished can start the next one.
+    let mut record = finished(
+        progress.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        now(),
+        &result,
+    );
     if let Err(e) = &result {
         tracing::warn!("backup {} failed: {e}", format_timestamp(job.backup_micros));
     } else {
@@ -413,16 +420,16 @@ pub async fn backup_and_cleanup(
             "backup {} complete",
             format_timestamp(job.backup_micros)
         );
-        record = update(progress, |r| r.status = Status::CleanupInProgress);
+        record.status = Status::CleanupInProgress;
+        update(progress, |r| *r = record.clone());
         let _ = put_history(&job.store, &record).await;
-        let cleaned = crate::retention::cleanup(&job.store, &job.instance, keep_latest).await;
-        record = update(progress, |r| match &cleaned {
-            Ok(_) => r.status = Status::CleanupComplete,
+        match crate::retention::cleanup(&job.store, &job.instance, keep_latest).await {
+            Ok(_) => record.status = Status::CleanupComplete,
             Err(e) => {
-                r.status = Status::CleanupFailed;
-                r.cleanup_error = Some(e.to_string());
+                record.status = Status::CleanupFailed;
+                record.cleanup_error = Some(e.to_string());
             }
-        });
+        }
     }
     if let Err(e) = put_history(&job.store, &record).await {
         tracing::warn!(
@@ -433,24 +440,24 @@ pub async fn backup_and_cleanup(
     record
 }
 
-pub(crate) fn finish_record(progress: &Progress, now: i64, result: &Result<Manifest>) -> BackupRecord {
-    update(progress, |r| {
-        r.end_micros = Some(now);
-        match result {
-            Ok(_) => {
-                r.status = Status::BackupComplete;
-                r.files_done = r.files_total;
-            }
-            Err(BackupError::Aborted(_)) => {
-                r.status = Status::BackupFailed;
-                r.backup_error = Some("aborted".into());
-            }
-            Err(e) => {
-                r.status = Status::BackupFailed;
-                r.backup_error = Some(e.to_string());
-            }
+/// The record of a backup that ended at `now` with `result`.
+fn finished(mut r: BackupRecord, now: i64, result: &Result<Manifest>) -> BackupRecord {
+    r.end_micros = Some(now);
+    match result {
+        Ok(_) => {
+            r.status = Status::BackupComplete;
+            r.files_done = r.files_total;
         }
-    })
+        Err(BackupError::Aborted(_)) => {
+            r.status = Status::BackupFailed;
+            r.backup_error = Some("aborted".into());
+        }
+        Err(e) => {
+            r.status = Status::BackupFailed;
+            r.backup_error = Some(e.to_string());
+        }
+    }
+    r
 }
 
 #[cfg(test)]

@@ -652,8 +652,7 @@ async fn foreground(root: &Path, target: &ForegroundStore, repeat: usize, report
         while sql_row(&db, "SELECT status FROM backups() LIMIT 1")
             .await?
             .first()
-            .map(String::as_str)
-            == Some("backup in progress")
+            .is_some_and(|s| s.ends_with("in progress"))
         {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
