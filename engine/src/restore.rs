@@ -49,14 +49,13 @@ pub(crate) fn store_connection(root: &Path, settings: &BackupSettings) -> String
 pub(crate) struct PendingRestore {
     unsynced: UnsyncedRestore,
     root: PathBuf,
-    trigger: PathBuf,
 }
 
 impl PendingRestore {
     /// Makes the restored files durable, then removes the trigger (blocking).
     pub(crate) fn complete(self) -> Result<()> {
         self.unsynced.make_durable()?;
-        finish(&self.root, &self.trigger)
+        finish(&self.root, &self.root.join(BACKUP_RESTORE_TRIGGER))
     }
 }
 
@@ -148,7 +147,6 @@ pub(crate) async fn apply_backup_restore_trigger(
     Ok(Some(PendingRestore {
         unsynced,
         root: root.to_path_buf(),
-        trigger,
     }))
 }
 

@@ -76,11 +76,10 @@ impl TableBuild {
         Ok(())
     }
 
-    /// Makes the data files (written without fsync) and their folders durable.
+    /// Makes the data files (written without fsync) and their folders durable:
+    /// `syncfs` writes every dirty inode of the file system, directories included.
     fn make_files_durable(&self) -> Result<()> {
-        sync_filesystem(&self.dir)?;
-        let partitions: BTreeSet<&str> = self.files.iter().map(|f| f.partition.as_str()).collect();
-        partitions.into_iter().try_for_each(|p| fsync_dir(&self.dir.join(p)))
+        sync_filesystem(&self.dir)
     }
 
     /// Writes `_meta.json` and `_commit.json` (the data files are not synced here).
