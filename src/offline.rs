@@ -57,8 +57,8 @@ impl Target {
 
 pub(crate) async fn list(conn: &str, instance: Option<&str>, key: &Key) -> CliResult {
     let store = key.open(conn)?;
-    let all = backup::instances(&store).await?;
-    println!("store: {}", store.display);
+    let all = store.instances().await?;
+    println!("store: {}", store.display());
     println!(
         "instances: {}",
         if all.is_empty() {
@@ -125,7 +125,7 @@ pub(crate) async fn restore(target: &Target, root: &Path) -> CliResult {
     let (report, unsynced) = backup::restore_database(&store, &selector, root, &|d, t| progress.update(d, t)).await?;
     tokio::task::spawn_blocking(|| unsynced.make_durable()).await??;
     progress.finish();
-    storage::clear_restored_marker(root)?;
+    storage::clear_restore_markers(root)?;
     println!(
         "restored backup {} of instance {} into {}: {} tables ({}), {} files, {} rows, {} bytes",
         report.backup_timestamp,

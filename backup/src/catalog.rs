@@ -2,7 +2,7 @@
 //! one a restore or verify asks for (by instance and timestamp, or the latest).
 
 use crate::error::{BackupError, Result};
-use crate::layout::{BACKUP_ROOT, data_id_key, format_timestamp};
+use crate::layout::{Object, format_timestamp};
 use crate::manifest::Manifest;
 use crate::retention::{complete_backups, read_manifest};
 use crate::store::Store;
@@ -15,22 +15,9 @@ pub struct Selector {
     pub timestamp: Option<String>,
 }
 
-/// Names of every backup instance in the store, sorted.
-pub async fn instances(store: &Store) -> Result<Vec<String>> {
-    let prefix = store.key(BACKUP_ROOT);
-    let listing = store.list_folder(&prefix).await?;
-    let mut names: Vec<String> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename().map(str::to_string))
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
 /// The instance a selector names, checked against what the store holds.
 pub async fn resolve_instance(store: &Store, wanted: Option<&str>) -> Result<String> {
-    let all = instances(store).await?;
+    let all = store.instances().await?;
     let listed = || {
         if all.is_empty() {
             "the store holds no backups".to_string()
@@ -42,15 +29,15 @@ pub async fn resolve_instance(store: &Store, wanted: Option<&str>) -> Result<Str
         Some(name) if all.iter().any(|n| n == name) => Ok(name.to_string()),
         Some(name) => Err(BackupError::NotFound(format!(
             "backup instance '{name}' not found in {}; {}",
-            store.display,
+            store.display(),
             listed()
         ))),
         None => match all.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(BackupError::NotFound(format!("{} holds no backups", store.display))),
+            [] => Err(BackupError::NotFound(format!("{} holds no backups", store.display()))),
             _ => Err(BackupError::NotFound(format!(
                 "{} holds several backup instances; choose one with backup.instance.name ({})",
-                store.display,
+                store.display(),
                 listed()
             ))),
         },
@@ -62,7 +49,7 @@ pub fn parse_backup_timestamp(text: &str) -> Result<i64> {
     chrono::DateTime::parse_from_rfc3339(text.trim())
         .map(|t| t.timestamp_micros())
         .map_err(|_| {
-            BackupError::NotFound(format!(
+            BackupError::InvalidRequest(format!(
                 "'{text}' is not a backup timestamp; use the form 2024-08-24T12:34:56.789123Z"
             ))
         })
@@ -96,23 +83,21 @@ pub async fn locate(store: &Store, selector: &Selector) -> Result<Manifest> {
     let manifest = read_manifest(store, &instance, micros).await?;
     if manifest.instance != instance || manifest.backup_micros != micros {
         return Err(BackupError::BadManifest {
-            key: store.key(&crate::layout::manifest_key(&instance, micros)).to_string(),
+            key: store.key_of(&instance, Object::Manifest(micros)).to_string(),
             reason: format!(
                 "describes backup {} of instance '{}'",
                 manifest.backup_timestamp, manifest.instance
             ),
         });
     }
-    let key = store.key(&data_id_key(&instance));
-    let stored = store.read(&key).await?;
+    let stored = store.read(&instance, Object::DataId).await?;
     let stored = String::from_utf8_lossy(&stored).trim().to_string();
     if stored != manifest.data_id {
-        return Err(BackupError::BadManifest {
-            key: key.to_string(),
-            reason: format!(
-                "the instance's data id {stored} differs from the manifest's {}",
-                manifest.data_id
-            ),
+        return Err(BackupError::ManifestDataIdMismatch {
+            key: store.key_of(&instance, Object::Manifest(micros)).to_string(),
+            instance,
+            instance_data_id: stored,
+            manifest_data_id: manifest.data_id,
         });
     }
     Ok(manifest)

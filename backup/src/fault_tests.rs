@@ -46,6 +46,10 @@ struct FaultyStore {
     delay_ms: AtomicU64,
     /// Signalled when an operation freezes; replaced for every run.
     frozen: Mutex<Arc<Notify>>,
+    /// Every this-many-th delete fails with a transient error (0: none).
+    fail_deletes_every: AtomicU64,
+    deletes: AtomicU64,
+    failed_deletes: AtomicU64,
 }
 
 impl std::fmt::Display for FaultyStore {
@@ -146,8 +150,21 @@ impl ObjectStore for Faulty {
         &self,
         locations: BoxStream<'static, object_store::Result<ObjPath>>,
     ) -> BoxStream<'static, object_store::Result<ObjPath>> {
+        let me = self.0.clone();
         let inner = self.0.inner.delete_stream(locations);
-        self.0.gated_stream(inner)
+        let faulty = futures::stream::once(async move {
+            let n = me.deletes.fetch_add(1, Ordering::SeqCst) + 1;
+            let every = me.fail_deletes_every.load(Ordering::SeqCst);
+            if every > 0 && n % every == 0 {
+                me.failed_deletes.fetch_add(1, Ordering::SeqCst);
+                futures::stream::once(async { Err(injected()) }).boxed()
+            } else {
+                inner
+            }
+        })
+        .flatten()
+        .boxed();
+        self.0.gated_stream(faulty)
     }
 
     fn list(&self, prefix: Option<&ObjPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -188,15 +205,11 @@ fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
         plan: Mutex::new(Plan::Healthy),
         delay_ms: AtomicU64::new(0),
         frozen: Mutex::new(Arc::new(Notify::new())),
+        fail_deletes_every: AtomicU64::new(0),
+        deletes: AtomicU64::new(0),
+        failed_deletes: AtomicU64::new(0),
     });
-    let store = Store {
-        store: Arc::new(Faulty(f.clone())),
-        prefix: ObjPath::default(),
-        display: "faulty".into(),
-        cipher: None,
-        local: None,
-    };
-    (store, f)
+    (Store::from_object_store(Arc::new(Faulty(f.clone())), "faulty"), f)
 }
 
 const DAY: i64 = 86_400_000_000;
@@ -256,7 +269,7 @@ fn content(s: &Storage) -> HashMap<String, BTreeSet<(String, String, u64)>> {
         .collect()
 }
 
-fn job(s: &Storage, store: &Store, micros: i64) -> (storage::PinId, BackupJob) {
+fn job(s: &Storage, store: &Store, micros: i64) -> (storage::Pin, BackupJob) {
     let (pin, snapshot) = s.pin_current();
     let table_dirs = snapshot
         .tables
@@ -280,8 +293,10 @@ async fn backup(s: &Storage, store: &Store, micros: i64, keep: usize) -> BackupR
     check_data_id(store, "test-instance", s.data_id()).await.unwrap();
     let (pin, job) = job(s, store, micros);
     let progress: Progress = Arc::new(Mutex::new(new_record(&job, micros)));
-    let record = backup_and_cleanup(&job, &progress, &CancellationToken::new(), keep, || micros).await;
-    s.unpin(pin);
+    let record = backup_and_cleanup(&job, &progress, &CancellationToken::new(), keep, || micros)
+        .await
+        .record;
+    drop(pin);
     record
 }
 
@@ -339,7 +354,7 @@ async fn transient_errors_are_retried_and_the_backup_restores_exactly() {
     let (store, faults) = faulty_store(dir.path());
     faults.set(Plan::FailEvery(3));
     let record = backup(&s, &store, 1_000, 5).await;
-    assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    assert_eq!(record.status, Status::BackupComplete, "{record:?}");
     assert_eq!(restored_content(&store, 1_000).await, content(&s));
 }
 
@@ -352,7 +367,7 @@ async fn a_slow_store_with_transient_errors_still_completes_and_restores_exactly
     faults.delay_ms.store(15, Ordering::SeqCst);
     let started = std::time::Instant::now();
     let record = backup(&s, &store, 1_000, 5).await;
-    assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    assert_eq!(record.status, Status::BackupComplete, "{record:?}");
     let ops = faults.ops.load(Ordering::SeqCst);
     assert!(
         started.elapsed().as_millis() as u64 >= 15 * ops / 4,
@@ -376,8 +391,33 @@ async fn a_store_that_dies_midway_fails_the_backup_and_the_next_one_reuses_what_
     faults.set(Plan::Healthy);
     assert!(complete_backups(&store, "test-instance").await.unwrap().is_empty());
     let ok = backup(&s, &store, 2_000, 5).await;
-    assert_eq!(ok.status, Status::CleanupComplete, "{ok:?}");
+    assert_eq!(ok.status, Status::BackupComplete, "{ok:?}");
     assert!(ok.files_uploaded < ok.files_total, "reused what went up: {ok:?}");
+    assert_eq!(restored_content(&store, 2_000).await, content(&s));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_error_while_deleting_old_backups_is_retried_and_the_cleanup_completes() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let (store, faults) = faulty_store(dir.path());
+    assert_eq!(backup(&s, &store, 1_000, 1).await.status, Status::BackupComplete);
+    // Files only the first backup holds become garbage for the cleanup after the second.
+    s.table("trades").unwrap().truncate().unwrap();
+    faults.fail_deletes_every.store(2, Ordering::SeqCst);
+    let retries_before = store.op_counts().retries;
+    let record = backup(&s, &store, 2_000, 1).await;
+    assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    assert!(faults.failed_deletes.load(Ordering::SeqCst) >= 2, "deletes failed");
+    assert!(store.op_counts().retries - retries_before >= faults.failed_deletes.load(Ordering::SeqCst));
+    assert_eq!(complete_backups(&store, "test-instance").await.unwrap(), vec![2_000]);
+    let objects = store.list("test-instance", layout::Folder::Files).await.unwrap();
+    let live: BTreeSet<_> = content(&s)
+        .values()
+        .flatten()
+        .map(|(_, hash, _)| hash.clone())
+        .collect();
+    assert_eq!(objects.len(), live.len(), "only objects the kept backup names remain");
     assert_eq!(restored_content(&store, 2_000).await, content(&s));
 }
 
@@ -401,7 +441,7 @@ async fn a_crash_before_any_store_operation_of_a_backup_never_shows_an_incomplet
     let s = database(db.path());
     {
         let (store, _) = faulty_store(base.path());
-        assert_eq!(backup(&s, &store, 1_000, 1).await.status, Status::CleanupComplete);
+        assert_eq!(backup(&s, &store, 1_000, 1).await.status, Status::BackupComplete);
     }
     // Change one table so the next backup uploads, writes a manifest and cleans up the first.
     let meta = table("trades");
@@ -428,6 +468,7 @@ async fn a_crash_before_any_store_operation_of_a_backup_never_shows_an_incomplet
         // The next backup completes and uploads only what is not there yet.
         let missing = estimate(&store, "test-instance", &s.snapshot()).await.unwrap();
         let next = backup(&s, &store, 3_000, 1).await;
+        // Two complete backups at least now: retention deletes the older ones.
         assert_eq!(next.status, Status::CleanupComplete, "crash at {k}: {next:?}");
         assert_eq!(next.files_uploaded, missing.files_to_upload, "crash at {k}");
         assert_eq!(restored_content(&store, 3_000).await, expected, "crash at {k}");
@@ -444,7 +485,7 @@ async fn a_crash_during_a_restore_leaves_nothing_visible_and_the_next_restore_co
     let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s = database(db.path());
     let (store, faults) = faulty_store(dir.path());
-    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::CleanupComplete);
+    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::BackupComplete);
     let expected = content(&s);
     let mut points = 0;
     for k in 0..1000 {
@@ -465,11 +506,11 @@ async fn a_crash_during_a_restore_leaves_nothing_visible_and_the_next_restore_co
                 .unwrap();
             points += 1;
         }
-        storage::UnsyncedRestore::find(root.path())
-            .expect("a finished restore is marked unsynced until it is made durable")
-            .make_durable()
-            .unwrap();
-        storage::clear_restored_marker(root.path()).unwrap();
+        let storage::RestoreState::Unsynced(unsynced) = storage::restore_state(root.path()) else {
+            panic!("a finished restore is marked unsynced until it is made durable");
+        };
+        unsynced.make_durable().unwrap();
+        storage::clear_restore_markers(root.path()).unwrap();
         let r = Storage::open(
             root.path(),
             Arc::new(SystemClock),
@@ -528,7 +569,7 @@ async fn files_above_the_part_size_go_up_as_multipart_uploads_and_restore_exactl
     assert!(bytes > MULTIPART_THRESHOLD as u64, "the data file has {bytes} bytes");
     let (store, faults) = faulty_store(dir.path());
     let record = backup(&s, &store, 1_000, 5).await;
-    assert_eq!(record.status, Status::CleanupComplete, "{record:?}");
+    assert_eq!(record.status, Status::BackupComplete, "{record:?}");
     assert_eq!(faults.multipart_uploads.load(Ordering::SeqCst), 1);
     assert_eq!(restored_content(&store, 1_000).await, content(&s));
 }
@@ -560,8 +601,8 @@ async fn a_local_store_is_flushed_before_the_manifest_names_its_objects_and_afte
     let s = database(db.path());
     let flushes = Arc::new(RecordingFlush::default());
     let mut store = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
-    store.local.as_mut().unwrap().flush = flushes.clone();
-    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::CleanupComplete);
+    store.set_flush(flushes.clone());
+    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::BackupComplete);
     // Identical files (same content in both tables) share one object.
     let files = content(&s)
         .values()
@@ -582,7 +623,7 @@ async fn an_object_a_power_loss_left_empty_is_uploaded_again() {
     let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s = database(db.path());
     let store = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
-    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::CleanupComplete);
+    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::BackupComplete);
     // What a local disk keeps of a file renamed into place whose data never reached it.
     let objects = dir.path().join(layout::files_dir("test-instance"));
     let shard = std::fs::read_dir(&objects).unwrap().flatten().next().unwrap().path();
@@ -598,7 +639,7 @@ async fn an_object_a_power_loss_left_empty_is_uploaded_again() {
     let next = backup(&s, &store, 2_000, 5).await;
     assert_eq!(
         (next.status, next.files_uploaded),
-        (Status::CleanupComplete, 1),
+        (Status::BackupComplete, 1),
         "{next:?}"
     );
     assert!(std::fs::metadata(&victim).unwrap().len() > 0);

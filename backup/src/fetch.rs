@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::{GetResultPayload, ObjectStoreExt};
+use object_store::{GetResult, GetResultPayload};
 use tokio::sync::mpsc;
 
 use crate::crypto::StreamDecryptor;
 use crate::error::{BackupError, Result, store_err};
-use crate::layout::instance_dir;
-use crate::manifest::{BackedUpFile, Codec};
-use crate::retry::with_retry;
+use crate::layout::Codec;
+use crate::manifest::BackedUpFile;
 use crate::store::Store;
 
 /// Files downloaded at once.
@@ -26,39 +25,28 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// transient store failures are retried. On any error `dest` is removed. Returns
 /// the stored (compressed) bytes fetched.
 pub(crate) async fn fetch_file(store: &Store, instance: &str, f: &BackedUpFile, dest: PathBuf) -> Result<u64> {
-    with_retry(&format!("fetching {}", f.object), || {
-        fetch_once(store, instance, f, dest.clone())
-    })
-    .await
+    store
+        .read_file(instance, &f.object, f.encrypted, |got, decryptor, key| {
+            fetch_into(got, decryptor, key, f, dest.clone())
+        })
+        .await
 }
 
-async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathBuf) -> Result<u64> {
-    let key = store.key(&format!("{}/{}", instance_dir(instance), f.object));
-    let got = store.store.get(&key).await.map_err(|e| match e {
-        object_store::Error::NotFound { .. } => BackupError::BadObject {
-            key: key.to_string(),
-            reason: "missing from the store".into(),
-        },
-        e => store_err(format!("reading {key}"))(e),
-    })?;
-    let decryptor = match (&store.cipher, f.encrypted) {
-        (Some(c), true) => Some(c.decryptor(key.as_ref())),
-        (None, true) => {
-            return Err(BackupError::BadObject {
-                key: key.to_string(),
-                reason: crate::crypto::NEEDS_KEY.into(),
-            });
-        }
-        (_, false) => None,
-    };
+async fn fetch_into(
+    got: GetResult,
+    decryptor: Option<StreamDecryptor>,
+    key: String,
+    f: &BackedUpFile,
+    dest: PathBuf,
+) -> Result<u64> {
     let stored = got.range.end - got.range.start;
-    let (file, target, key_text) = (f.clone(), dest.clone(), key.to_string());
+    let (file, target, key_text) = (f.clone(), dest.clone(), key.clone());
     let write = move |chunks| write_verified(chunks, decryptor, &file, &target, &key_text);
     let result = match got.payload {
         // A local store hands over the file: read it in large blocks on the writing
         // thread (its stream reads 8 KiB per blocking task).
         GetResultPayload::File(mut object, _) => {
-            let (start, key) = (got.range.start, key.to_string());
+            let start = got.range.start;
             tokio::task::spawn_blocking(move || {
                 object
                     .seek(SeekFrom::Start(start))
@@ -85,7 +73,7 @@ async fn fetch_once(store: &Store, instance: &str, f: &BackedUpFile, dest: PathB
 async fn pump(
     mut stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
     write: impl FnOnce(Chunks) -> Result<()> + Send + 'static,
-    key: &object_store::path::Path,
+    key: &str,
 ) -> Result<u64> {
     let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || write(Chunks::Channel(rx)));

@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use crate::error::{BackupError, Result};
-use crate::layout::data_id_key;
+use crate::layout::Object;
 use crate::store::Store;
 
 /// File under `ROOT/db/` holding the instance name.
@@ -51,8 +51,7 @@ fn validate(name: &str) -> Result<()> {
 
 /// Claims the instance for this database, or checks it is ours (QuestDB's ER007).
 pub async fn check_data_id(store: &Store, instance: &str, data_id: &str) -> Result<()> {
-    let key = store.key(&data_id_key(instance));
-    match store.read(&key).await {
+    match store.read(instance, Object::DataId).await {
         Ok(bytes) => {
             let stored = String::from_utf8_lossy(&bytes).trim().to_string();
             if stored != data_id {
@@ -67,7 +66,11 @@ pub async fn check_data_id(store: &Store, instance: &str, data_id: &str) -> Resu
         Err(BackupError::Store {
             source: object_store::Error::NotFound { .. },
             ..
-        }) => crate::run::put_small(store, &key, data_id.as_bytes().to_vec().into()).await,
+        }) => {
+            store
+                .put(instance, Object::DataId, data_id.as_bytes().to_vec().into())
+                .await
+        }
         Err(e) => Err(e),
     }
 }

@@ -6,9 +6,75 @@
 //! <prefix>/_backup/<instance>/manifests/<backup_micros>.json
 //! <prefix>/_backup/<instance>/history/<backup_micros>.json
 //! ```
-use crate::manifest::Codec;
+use serde::{Deserialize, Serialize};
 
 pub const BACKUP_ROOT: &str = "_backup";
+
+/// How an object's bytes relate to the original file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// A zstd frame of the file.
+    Zst,
+    /// The file as it is (zstd would not shrink it).
+    Raw,
+}
+
+impl Codec {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Zst => "zst",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// One object of a backup instance, named by what it is: [`crate::Store`]
+/// derives its key, so no caller builds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object<'a> {
+    /// The id of the database the instance belongs to.
+    DataId,
+    /// The manifest of the backup taken at these micros.
+    Manifest(i64),
+    /// The history record of the backup taken at these micros.
+    History(i64),
+    /// A data file's object, by its name relative to the instance folder as
+    /// manifests record it (see [`object_name`]).
+    File(&'a str),
+}
+
+impl Object<'_> {
+    /// The key below the store's prefix.
+    pub fn key(self, instance: &str) -> String {
+        match self {
+            Self::DataId => data_id_key(instance),
+            Self::Manifest(micros) => manifest_key(instance, micros),
+            Self::History(micros) => history_key(instance, micros),
+            Self::File(name) => format!("{}/{name}", instance_dir(instance)),
+        }
+    }
+}
+
+/// A folder of an instance's objects, for listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    Manifests,
+    History,
+    /// Data objects, spread over 256 shard folders.
+    Files,
+}
+
+impl Folder {
+    /// The folder's key below the store's prefix.
+    pub fn key(self, instance: &str) -> String {
+        match self {
+            Self::Manifests => manifests_dir(instance),
+            Self::History => history_dir(instance),
+            Self::Files => files_dir(instance),
+        }
+    }
+}
 
 pub fn instance_dir(instance: &str) -> String {
     format!("{BACKUP_ROOT}/{instance}")
@@ -69,6 +135,13 @@ mod tests {
         assert_eq!(manifest_key("a-b-c", 42), "_backup/a-b-c/manifests/42.json");
         assert_eq!(micros_of("_backup/x/manifests/42.json"), Some(42));
         assert_eq!(micros_of("_backup/x/manifests/x.json"), None);
+        assert_eq!(Object::DataId.key("a"), "_backup/a/data_id");
+        assert_eq!(Object::History(7).key("a"), "_backup/a/history/7.json");
+        assert_eq!(
+            Object::File("files/ab/abcdef.zst").key("a"),
+            "_backup/a/files/ab/abcdef.zst"
+        );
+        assert_eq!(Folder::Files.key("a"), "_backup/a/files");
         assert_eq!(format_timestamp(1_724_502_896_789_123), "2024-08-24T12:34:56.789123Z");
     }
 }

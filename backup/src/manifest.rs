@@ -6,27 +6,9 @@ use serde::{Deserialize, Serialize};
 use storage::{DataFile, TableMeta};
 
 use crate::error::{BackupError, Result};
+use crate::layout::Codec;
 
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
-
-/// How an object's bytes relate to the original file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Codec {
-    /// A zstd frame of the file.
-    Zst,
-    /// The file as it is (zstd would not shrink it).
-    Raw,
-}
-
-impl Codec {
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Zst => "zst",
-            Self::Raw => "raw",
-        }
-    }
-}
 
 /// A data file in a backup and the object holding it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

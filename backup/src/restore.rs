@@ -318,7 +318,7 @@ fn select_partitions<'a>(
         return Ok((entry.files.iter().collect(), names));
     };
     if entry.meta.timestamp.as_deref() != Some(filter.column.as_str()) {
-        return Err(BackupError::NotFound(match &entry.meta.timestamp {
+        return Err(BackupError::InvalidRequest(match &entry.meta.timestamp {
             Some(ts) => format!(
                 "RESTORE TABLE ... WHERE must compare the designated timestamp '{ts}' of table '{}', not '{}'",
                 entry.meta.name, filter.column

@@ -3,13 +3,13 @@
 //!
 //! Called only by the backup task after its own manifest is written, and only
 //! one backup runs at a time per server, so no backup is uploading objects that
-//! this cleanup could mistake for garbage.
+//! this cleanup could mistake for garbage. Every delete goes through the store's
+//! retries; an object already gone counts as deleted, so a cleanup cut short is
+//! simply finished by the next one.
 use std::collections::HashSet;
 
-use object_store::ObjectStoreExt;
-
-use crate::error::{Result, store_err};
-use crate::layout::{files_dir, history_dir, instance_dir, manifests_dir, micros_of};
+use crate::error::Result;
+use crate::layout::{Folder, Object, micros_of};
 use crate::manifest::Manifest;
 use crate::store::Store;
 
@@ -20,13 +20,20 @@ pub struct CleanupReport {
     pub objects_deleted: usize,
 }
 
+/// The backups a cleanup keeps and those it deletes (micros, newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupPlan {
+    keep: Vec<i64>,
+    doomed: Vec<i64>,
+}
+
 /// Micros of every complete backup (those with a manifest), newest first.
 pub async fn complete_backups(store: &Store, instance: &str) -> Result<Vec<i64>> {
     let mut all: Vec<i64> = store
-        .list(&manifests_dir(instance))
+        .list(instance, Folder::Manifests)
         .await?
         .iter()
-        .filter_map(|m| micros_of(m.location.as_ref()))
+        .filter_map(|m| micros_of(&m.name))
         .collect();
     all.sort_unstable_by(|a, b| b.cmp(a));
     Ok(all)
@@ -34,61 +41,47 @@ pub async fn complete_backups(store: &Store, instance: &str) -> Result<Vec<i64>>
 
 /// Reads and checks one manifest.
 pub async fn read_manifest(store: &Store, instance: &str, micros: i64) -> Result<Manifest> {
-    let key = store.key(&crate::layout::manifest_key(instance, micros));
-    let bytes = store.read(&key).await?;
-    Manifest::parse(key.as_ref(), &bytes)
+    let object = Object::Manifest(micros);
+    let bytes = store.read(instance, object).await?;
+    Manifest::parse(store.key_of(instance, object).as_ref(), &bytes)
 }
 
-pub async fn cleanup(store: &Store, instance: &str, keep_latest: usize) -> Result<CleanupReport> {
-    let mut report = CleanupReport::default();
+/// What a cleanup keeping the latest `keep_latest` backups would delete; `None`
+/// when it would delete nothing.
+pub async fn plan_cleanup(store: &Store, instance: &str, keep_latest: usize) -> Result<Option<CleanupPlan>> {
     let backups = complete_backups(store, instance).await?;
-    if backups.len() <= keep_latest {
-        return Ok(report);
+    if backups.len() <= keep_latest.max(1) {
+        return Ok(None);
     }
-    let (keep, doomed) = backups.split_at(keep_latest);
+    let (keep, doomed) = backups.split_at(keep_latest.max(1));
+    Ok(Some(CleanupPlan {
+        keep: keep.to_vec(),
+        doomed: doomed.to_vec(),
+    }))
+}
+
+/// Deletes what `plan` names: the old manifests first (from then on those
+/// backups no longer exist), their history, then unreferenced objects.
+pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Result<CleanupReport> {
+    let mut report = CleanupReport::default();
     let mut referenced = HashSet::new();
-    for micros in keep {
+    for micros in &plan.keep {
         let m = read_manifest(store, instance, *micros).await?;
         referenced.extend(m.tables.into_iter().flat_map(|t| t.files.into_iter().map(|f| f.object)));
     }
-    // Manifests first: from here on the old backups no longer exist.
-    for micros in doomed {
-        let key = store.key(&crate::layout::manifest_key(instance, *micros));
-        store
-            .store
-            .delete(&key)
-            .await
-            .map_err(store_err(format!("deleting {key}")))?;
+    for micros in &plan.doomed {
+        store.delete(instance, Object::Manifest(*micros)).await?;
         report.manifests_deleted += 1;
     }
-    let oldest_kept = keep.last().copied().unwrap_or(i64::MAX);
-    let base_len = store.key(&instance_dir(instance)).as_ref().len() + 1;
-    let old_history = store
-        .list(&history_dir(instance))
-        .await?
-        .into_iter()
-        .filter(|m| micros_of(m.location.as_ref()).is_some_and(|t| t < oldest_kept))
-        .map(|m| m.location);
-    for key in old_history {
-        store
-            .store
-            .delete(&key)
-            .await
-            .map_err(store_err(format!("deleting {key}")))?;
+    let oldest_kept = plan.keep.last().copied().unwrap_or(i64::MAX);
+    for listed in store.list(instance, Folder::History).await? {
+        if let Some(micros) = micros_of(&listed.name).filter(|t| *t < oldest_kept) {
+            store.delete(instance, Object::History(micros)).await?;
+        }
     }
-    let objects = store
-        .list_sharded(&files_dir(instance))
-        .await?
-        .into_iter()
-        .map(|m| m.location);
-    for key in objects {
-        let name = key.as_ref().get(base_len..).unwrap_or_default();
-        if !referenced.contains(name) {
-            store
-                .store
-                .delete(&key)
-                .await
-                .map_err(store_err(format!("deleting {key}")))?;
+    for listed in store.list(instance, Folder::Files).await? {
+        if !referenced.contains(&listed.name) {
+            store.delete(instance, Object::File(&listed.name)).await?;
             report.objects_deleted += 1;
         }
     }

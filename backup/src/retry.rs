@@ -4,6 +4,7 @@
 //! returned at once. The S3 client retries requests itself as well; this also
 //! covers streamed bodies, local stores and errors surfacing mid-stream.
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{BackupError, Result};
@@ -32,8 +33,9 @@ pub(crate) fn is_transient(e: &BackupError) -> bool {
     }
 }
 
-/// Runs `op` until it succeeds, fails permanently, or [`ATTEMPTS`] tries are used.
-pub(crate) async fn with_retry<T, F, Fut>(what: &str, mut op: F) -> Result<T>
+/// Runs `op` until it succeeds, fails permanently, or [`ATTEMPTS`] tries are
+/// used; each try after the first is counted in `retries`.
+pub(crate) async fn with_retry<T, F, Fut>(what: &str, retries: &AtomicU64, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -44,6 +46,7 @@ where
         match op().await {
             Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
                 tracing::warn!("{what}: attempt {attempt} of {ATTEMPTS} failed, retrying in {backoff:?}: {e}");
+                retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
                 attempt += 1;
@@ -55,7 +58,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     use super::*;
 
@@ -72,7 +75,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn transient_errors_are_retried_a_bounded_number_of_times() {
         let calls = AtomicU32::new(0);
-        let ok = with_retry("op", || async {
+        let retries = AtomicU64::new(0);
+        let ok = with_retry("op", &retries, || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                 Err(generic())
             } else {
@@ -82,9 +86,10 @@ mod tests {
         .await;
         assert_eq!(ok.ok(), Some(7));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(retries.load(Ordering::SeqCst), 2);
 
         calls.store(0, Ordering::SeqCst);
-        let failed: Result<()> = with_retry("op", || async {
+        let failed: Result<()> = with_retry("op", &retries, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(generic())
         })
@@ -93,7 +98,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
 
         calls.store(0, Ordering::SeqCst);
-        let not_found: Result<()> = with_retry("op", || async {
+        let not_found: Result<()> = with_retry("op", &retries, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(BackupError::Store {
                 context: "test".into(),

@@ -15,21 +15,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use storage::Snapshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{BackupError, Result, store_err};
-use crate::history::{BackupRecord, Status};
-use crate::layout::{files_dir, format_timestamp, history_key, instance_dir, manifest_key, object_name};
-use crate::manifest::{BackedUpFile, Codec, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
-use crate::retry::with_retry;
+use crate::error::{BackupError, Result};
+use crate::history::{BackupRecord, Status, put_history};
+use crate::layout::{Codec, Folder, Object, format_timestamp, object_name};
+use crate::manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 use crate::store::Store;
 use crate::throttle::Limits;
 
-/// Files above this go up as multipart uploads.
-pub const MULTIPART_THRESHOLD: usize = 16 << 20;
-const PART_SIZE: usize = 8 << 20;
 /// Uploads in flight at once.
 const UPLOAD_CONCURRENCY: usize = 4;
 /// Keep zstd output only when it saves at least this share (Parquet is already compressed).
@@ -58,13 +53,6 @@ pub(crate) fn update(progress: &Progress, f: impl FnOnce(&mut BackupRecord)) -> 
     r.clone()
 }
 
-/// Writes a history record (best effort is not enough: errors are returned).
-pub async fn put_history(store: &Store, record: &BackupRecord) -> Result<()> {
-    let key = store.key(&history_key(&record.instance, record.backup_micros));
-    let bytes = Bytes::from(serde_json::to_vec(record).map_err(|e| BackupError::Other(e.to_string()))?);
-    put_small(store, &key, bytes).await
-}
-
 /// A fresh record for a backup about to start.
 pub fn new_record(job: &BackupJob, now_micros: i64) -> BackupRecord {
     let files: Vec<_> = job
@@ -91,18 +79,12 @@ pub fn new_record(job: &BackupJob, now_micros: i64) -> BackupRecord {
 }
 
 /// Object names (relative to the instance folder) already in the store, with their sizes.
-pub(crate) async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<String, u64>> {
-    let base_len = store.key(&instance_dir(instance)).as_ref().len() + 1;
+async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<String, u64>> {
     Ok(store
-        .list_sharded(&files_dir(instance))
+        .list(instance, Folder::Files)
         .await?
         .into_iter()
-        .map(|m| {
-            (
-                m.location.as_ref().get(base_len..).unwrap_or_default().to_string(),
-                m.size,
-            )
-        })
+        .map(|m| (m.name, m.size))
         .collect())
 }
 
@@ -140,7 +122,7 @@ pub async fn estimate(store: &Store, instance: &str, snapshot: &Snapshot) -> Res
         if !seen.insert(f.hash.as_str()) {
             continue;
         }
-        if stored_object(&existing, f, store.cipher.is_some()).is_some() {
+        if stored_object(&existing, f, store.encrypts()).is_some() {
             e.files_reused += 1;
             e.bytes_reused += f.bytes;
         } else {
@@ -169,7 +151,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                 update(progress, |r| r.files_done += 1);
                 continue;
             }
-            match stored_object(&existing, f, job.store.cipher.is_some()) {
+            match stored_object(&existing, f, job.store.encrypts()) {
                 Some(found) => {
                     objects.insert(f.hash.clone(), found);
                     update(progress, |r| r.files_done += 1);
@@ -257,7 +239,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                             file: f.clone(),
                             object,
                             codec,
-                            encrypted: job.store.cipher.is_some(),
+                            encrypted: job.store.encrypts(),
                             stored_bytes: stored,
                         }
                     })
@@ -265,11 +247,12 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             })
             .collect(),
     };
-    let key = job.store.key(&manifest_key(&job.instance, job.backup_micros));
     // Compact: with 100,000 files, indentation alone would be a third of the manifest.
     let bytes = serde_json::to_vec(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
     // One PUT: object stores make it visible whole or not at all.
-    put_small(&job.store, &key, Bytes::from(bytes)).await?;
+    job.store
+        .put(&job.instance, Object::Manifest(job.backup_micros), Bytes::from(bytes))
+        .await?;
     job.store.make_durable().await?;
     Ok(manifest)
 }
@@ -286,13 +269,19 @@ async fn upload_file(
     let hash_owned = hash.to_string();
     let slot = limits.compression_slot().await;
     let (codec, body) = tokio::task::spawn_blocking(move || -> Result<(Codec, Vec<u8>)> {
-        let raw = std::fs::read(&path).map_err(|e| BackupError::Other(format!("reading {}: {e}", path.display())))?;
+        let raw = std::fs::read(&path).map_err(|source| storage::StorageError::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
         let actual = blake3::hash(&raw).to_hex().to_string();
         if actual != hash_owned {
-            return Err(BackupError::Other(format!(
-                "{} does not match its recorded hash (on-disk corruption?)",
-                path.display()
-            )));
+            return Err(storage::StorageError::Corrupt {
+                path,
+                reason: format!(
+                    "its content hash {actual} differs from the recorded {hash_owned} (on-disk corruption?)"
+                ),
+            }
+            .into());
         }
         if !worth_compressing(&raw, level)? {
             return Ok((Codec::Raw, raw));
@@ -307,14 +296,8 @@ async fn upload_file(
     .await
     .map_err(|e| BackupError::Other(e.to_string()))??;
     drop(slot);
-    let encrypted = store.cipher.is_some();
-    let body = Bytes::from(body);
-    let body = store.seal(body)?;
-    let object = object_name(hash, codec, encrypted);
-    let key = store.key(&format!("{}/{object}", instance_dir(instance)));
-    let stored = body.len() as u64;
-    put_object(store, &key, body, limits).await?;
-    store.write_behind(&key).await;
+    let object = object_name(hash, codec, store.encrypts());
+    let stored = store.put_file(instance, &object, Bytes::from(body), limits).await?;
     Ok((object, codec, stored))
 }
 
@@ -334,73 +317,24 @@ fn worth_compressing(raw: &[u8], level: i32) -> Result<bool> {
     Ok((compressed.len() as f64) <= SAMPLE as f64 * (1.0 - MIN_SAVING))
 }
 
-/// One PUT of a small object (sealed when the store has a key), retried on transient failures.
-pub(crate) async fn put_small(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
-    let body = store.seal(body)?;
-    put_raw(store, key, body).await
-}
-
-async fn put_raw(store: &Store, key: &object_store::path::Path, body: Bytes) -> Result<()> {
-    with_retry(&format!("writing {key}"), || async {
-        store
-            .store
-            .put(key, PutPayload::from(body.clone()))
-            .await
-            .map(|_| ())
-            .map_err(store_err(format!("writing {key}")))
-    })
-    .await
-}
-
-/// PUT, or a multipart upload for large bodies, paced part by part under the
-/// bandwidth limit; retried on transient failures.
-async fn put_object(store: &Store, key: &object_store::path::Path, body: Bytes, limits: &Limits) -> Result<()> {
-    if body.len() <= MULTIPART_THRESHOLD {
-        limits.pace(body.len() as u64).await;
-        return put_raw(store, key, body).await;
-    }
-    with_retry(&format!("uploading {key}"), || {
-        put_multipart(store, key, body.clone(), limits)
-    })
-    .await
-}
-
-async fn put_multipart(store: &Store, key: &object_store::path::Path, body: Bytes, limits: &Limits) -> Result<()> {
-    let upload = store
-        .store
-        .put_multipart(key)
-        .await
-        .map_err(store_err(format!("starting multipart upload of {key}")))?;
-    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-    for chunk in body.chunks(PART_SIZE) {
-        w.wait_for_capacity(UPLOAD_CONCURRENCY)
-            .await
-            .map_err(store_err(format!("uploading {key}")))?;
-        limits.pace(chunk.len() as u64).await;
-        w.write(chunk);
-    }
-    w.finish()
-        .await
-        .map_err(store_err(format!("finishing multipart upload of {key}")))?;
-    Ok(())
+/// How a backup ended: its final record (also in the store's history) and,
+/// when the backup failed, why.
+#[derive(Debug)]
+pub struct Outcome {
+    pub record: BackupRecord,
+    pub error: Option<BackupError>,
 }
 
 /// The whole life of one backup: history record, upload, manifest, retention.
-/// The returned record is final (also written to the store's history).
 pub async fn backup_and_cleanup(
     job: &BackupJob,
     progress: &Progress,
     cancel: &CancellationToken,
     keep_latest: usize,
     now: impl Fn() -> i64,
-) -> BackupRecord {
+) -> Outcome {
     let started = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Err(e) = put_history(&job.store, &started).await {
-        tracing::warn!(
-            "backup {}: cannot write history: {e}",
-            format_timestamp(job.backup_micros)
-        );
-    }
+    record_history(&job.store, &started).await;
     let result = run_backup(job, progress, cancel).await;
     // The shared progress never shows a final status: the caller publishes the
     // returned record when it stops counting this backup as running, so whoever
@@ -420,24 +354,43 @@ pub async fn backup_and_cleanup(
             "backup {} complete",
             format_timestamp(job.backup_micros)
         );
-        record.status = Status::CleanupInProgress;
-        update(progress, |r| *r = record.clone());
-        let _ = put_history(&job.store, &record).await;
-        match crate::retention::cleanup(&job.store, &job.instance, keep_latest).await {
-            Ok(_) => record.status = Status::CleanupComplete,
-            Err(e) => {
-                record.status = Status::CleanupFailed;
-                record.cleanup_error = Some(e.to_string());
-            }
+        if let Err(e) = clean_up(job, progress, &mut record, keep_latest).await {
+            tracing::warn!("backup {}: cleanup failed: {e}", format_timestamp(job.backup_micros));
+            record.status = Status::CleanupFailed;
+            record.cleanup_error = Some(e.to_string());
         }
     }
-    if let Err(e) = put_history(&job.store, &record).await {
+    record_history(&job.store, &record).await;
+    Outcome {
+        record,
+        error: result.err(),
+    }
+}
+
+/// Retention after a complete backup. The record stays `backup complete` when
+/// there is nothing to delete; otherwise it shows `cleanup in progress` while
+/// old backups are deleted, then `cleanup complete`.
+async fn clean_up(job: &BackupJob, progress: &Progress, record: &mut BackupRecord, keep_latest: usize) -> Result<()> {
+    let Some(plan) = crate::retention::plan_cleanup(&job.store, &job.instance, keep_latest).await? else {
+        return Ok(());
+    };
+    record.status = Status::CleanupInProgress;
+    update(progress, |r| *r = record.clone());
+    record_history(&job.store, record).await;
+    crate::retention::cleanup(&job.store, &job.instance, &plan).await?;
+    record.status = Status::CleanupComplete;
+    Ok(())
+}
+
+/// Writes a backup's history record; a failure is logged, since the backup
+/// itself is decided by its manifest, not by its history.
+async fn record_history(store: &Store, record: &BackupRecord) {
+    if let Err(e) = put_history(store, record).await {
         tracing::warn!(
             "backup {}: cannot write history: {e}",
-            format_timestamp(job.backup_micros)
+            format_timestamp(record.backup_micros)
         );
     }
-    record
 }
 
 /// The record of a backup that ended at `now` with `result`.

@@ -1,37 +1,85 @@
 //! `backup.object.store` connection strings → an object store and a key prefix.
 //!
 //! Accepted forms:
-//! - `fs::root=/mnt/backups;atomic_write_dir=/mnt/backups/atomic;`
-//! - `s3::bucket=B;region=R;access_key_id=..;secret_access_key=..;endpoint=http://127.0.0.1:9000;allow_http=true;`
+//! - `fs::root=/mnt/backups;` (`atomic_write_dir=` is accepted and ignored: QuestDB
+//!   stages files there to publish them atomically; every object here is written
+//!   to a temporary name and renamed by object_store already)
+//! - `s3::bucket=B;root=PREFIX;region=R;access_key_id=..;secret_access_key=..;endpoint=http://127.0.0.1:9000;allow_http=true;`
+//!   (`root` is the folder inside the bucket, QuestDB's name; `prefix` is an alias)
 //! - `file:///mnt/backups` and `s3://bucket/prefix` (credentials from the usual AWS environment variables).
 //!
 //! Secrets never appear in errors or `Debug` output.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use crate::error::{BackupError, Result};
+use crate::crypto::StreamDecryptor;
+use crate::error::{BackupError, Result, store_err};
+use crate::layout::{BACKUP_ROOT, Folder, Object, instance_dir};
+use crate::retry::with_retry;
+use crate::throttle::Limits;
 
 const KEY: &str = "backup.object.store";
 const SECRET_OPTIONS: &[&str] = &["secret_access_key", "session_token", "token"];
 /// Listings in flight at once in [`Store::list_sharded`].
 const LIST_CONCURRENCY: usize = 16;
+/// Objects above this go up as multipart uploads.
+pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+const PART_SIZE: usize = 8 << 20;
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
-/// An opened store plus the prefix all our keys live under.
+/// The one door to the object store: callers say what they store or read (an
+/// [`Object`] of an instance), and the store derives its key, seals and opens it
+/// when encryption is on, retries transient failures and counts every operation.
 #[derive(Clone)]
 pub struct Store {
-    pub store: Arc<dyn ObjectStore>,
-    pub prefix: Path,
+    inner: Arc<dyn ObjectStore>,
+    prefix: Path,
     /// The connection string with secrets replaced by `***`, for logs.
-    pub display: String,
+    display: String,
     /// Set when `backup.encryption.key` is: every object written is sealed with it.
-    pub cipher: Option<crate::crypto::Cipher>,
+    cipher: Option<crate::crypto::Cipher>,
     /// Set for a local folder (`fs::`, `file://`): its writes need flushing to be durable.
-    pub local: Option<LocalRoot>,
+    local: Option<LocalRoot>,
+    counts: Arc<Counts>,
+}
+
+/// Operations a store has done since it was opened (retries also count as the
+/// operation they repeat).
+#[derive(Debug, Default)]
+struct Counts {
+    puts: AtomicU64,
+    gets: AtomicU64,
+    lists: AtomicU64,
+    deletes: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// A copy of a store's operation counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    pub puts: u64,
+    pub gets: u64,
+    pub lists: u64,
+    pub deletes: u64,
+    pub retries: u64,
+}
+
+/// An object a listing found: its name relative to the instance folder
+/// (`manifests/….json`, `files/ab/….zst`) and its stored size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) name: String,
+    pub(crate) size: u64,
 }
 
 /// Makes a local store's writes durable. An object store such as S3 has made a
@@ -55,9 +103,9 @@ impl Flush for SyncFs {
 
 /// The folder of a local store and how to flush it.
 #[derive(Clone)]
-pub struct LocalRoot {
-    pub path: std::path::PathBuf,
-    pub flush: Arc<dyn Flush>,
+struct LocalRoot {
+    path: std::path::PathBuf,
+    flush: Arc<dyn Flush>,
     write_behind: Arc<std::sync::Mutex<WriteBehind>>,
 }
 
@@ -185,13 +233,7 @@ impl Store {
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| bad(format!("cannot configure S3: {e}")))?;
-            return Ok(Self {
-                store: Arc::new(s3),
-                prefix: Path::from(prefix),
-                display,
-                cipher: None,
-                local: None,
-            });
+            return Ok(Self::over(Arc::new(s3), Path::from(prefix), display));
         }
         let Some((kind, body)) = conn.split_once("::") else {
             return Err(bad(format!(
@@ -217,6 +259,7 @@ impl Store {
                     "session_token",
                     "endpoint",
                     "allow_http",
+                    "root",
                     "prefix",
                     "virtual_hosted_style_request",
                 ];
@@ -249,13 +292,14 @@ impl Store {
                 let s3 = b
                     .build()
                     .map_err(|_| bad("invalid s3 options (check bucket, region and endpoint)"))?;
-                Ok(Self {
-                    store: Arc::new(s3),
-                    prefix: Path::from(opts.get("prefix").map_or("", String::as_str)),
-                    display,
-                    cipher: None,
-                    local: None,
-                })
+                // QuestDB's name for the folder inside the bucket; `prefix` is the older alias.
+                let prefix = match (opts.get("root"), opts.get("prefix")) {
+                    (Some(_), Some(_)) => return Err(bad("set either root or prefix (the same thing), not both")),
+                    (Some(p), None) | (None, Some(p)) => p.as_str(),
+                    (None, None) => "",
+                };
+                let prefix = Path::from(prefix);
+                Ok(Self::over(Arc::new(s3), prefix, display))
             }
             other => Err(bad(format!("unknown store kind '{other}'; use fs or s3"))),
         }
@@ -267,22 +311,65 @@ impl Store {
         }
         std::fs::create_dir_all(root).map_err(|e| bad(format!("cannot create fs root {root}: {e}")))?;
         let fs = LocalFileSystem::new_with_prefix(root).map_err(|e| bad(format!("fs root {root}: {e}")))?;
-        Ok(Self {
-            store: Arc::new(fs),
-            prefix: Path::default(),
+        let mut store = Self::over(Arc::new(fs), Path::default(), display);
+        store.local = Some(LocalRoot {
+            path: root.into(),
+            flush: Arc::new(SyncFs),
+            write_behind: Arc::default(),
+        });
+        Ok(store)
+    }
+
+    fn over(inner: Arc<dyn ObjectStore>, prefix: Path, display: String) -> Self {
+        Self {
+            inner,
+            prefix,
             display,
             cipher: None,
-            local: Some(LocalRoot {
-                path: root.into(),
-                flush: Arc::new(SyncFs),
-                write_behind: Arc::default(),
-            }),
-        })
+            local: None,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A store over an object store opened elsewhere, with no prefix (tests put
+    /// faults and latency between us and the store this way). `display` names it
+    /// in messages.
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, display: &str) -> Self {
+        Self::over(inner, Path::default(), display.to_string())
+    }
+
+    /// The connection string with secrets replaced by `***`.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// True when objects are sealed with a key.
+    pub(crate) fn encrypts(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// What this store has done so far.
+    pub fn op_counts(&self) -> OpCounts {
+        let c = &self.counts;
+        OpCounts {
+            puts: c.puts.load(Ordering::Relaxed),
+            gets: c.gets.load(Ordering::Relaxed),
+            lists: c.lists.load(Ordering::Relaxed),
+            deletes: c.deletes.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_flush(&mut self, flush: Arc<dyn Flush>) {
+        if let Some(local) = self.local.as_mut() {
+            local.flush = flush;
+        }
     }
 
     /// Makes every object written so far durable (a no-op for stores whose
     /// PUTs already are). A backup calls it before and after its manifest.
-    pub async fn make_durable(&self) -> Result<()> {
+    pub(crate) async fn make_durable(&self) -> Result<()> {
         let Some(local) = self.local.clone() else {
             return Ok(());
         };
@@ -302,7 +389,7 @@ impl Store {
     /// disk works while later objects are written and [`Store::make_durable`]
     /// waits only for the tail. Advice only (errors surface at `make_durable`);
     /// nothing to do for remote stores.
-    pub async fn write_behind(&self, key: &Path) {
+    async fn write_behind(&self, key: &Path) {
         let Some(local) = self.local.clone() else { return };
         let path = local.path.join(key.as_ref());
         let _ = tokio::task::spawn_blocking(move || {
@@ -324,17 +411,90 @@ impl Store {
         self
     }
 
-    /// Reads a whole (small) object: manifests, history records, the data id;
-    /// decrypted when the store has a key. Transient failures are retried.
-    pub async fn read(&self, key: &Path) -> Result<bytes::Bytes> {
-        let context = || format!("reading {key}");
-        let raw = crate::retry::with_retry(&context(), || async {
-            let got = object_store::ObjectStoreExt::get(&*self.store, key)
-                .await
-                .map_err(crate::error::store_err(context()))?;
-            got.bytes().await.map_err(crate::error::store_err(context()))
+    /// Runs `op` with the store's retry policy, counting each try as `count`.
+    async fn retrying<T, F, Fut>(&self, what: &str, count: &AtomicU64, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        with_retry(what, &self.counts.retries, || {
+            count.fetch_add(1, Ordering::Relaxed);
+            op()
         })
-        .await?;
+        .await
+    }
+
+    /// Writes a small object (a manifest, a history record, the data id) in one
+    /// PUT: sealed when the store has a key, visible whole or not at all.
+    pub(crate) async fn put(&self, instance: &str, object: Object<'_>, body: Bytes) -> Result<()> {
+        let key = self.key_of(instance, object);
+        let body = self.seal(body)?;
+        self.put_once(&key, body).await
+    }
+
+    /// Stores a data file's bytes (compressed or raw) as the object `name`:
+    /// sealed when the store has a key, one PUT or a multipart upload paced part
+    /// by part under the bandwidth limit, its writeback started on a local disk.
+    /// Returns the bytes stored.
+    pub(crate) async fn put_file(&self, instance: &str, name: &str, body: Bytes, limits: &Limits) -> Result<u64> {
+        let key = self.key_of(instance, Object::File(name));
+        let body = self.seal(body)?;
+        let stored = body.len() as u64;
+        if body.len() <= MULTIPART_THRESHOLD {
+            limits.pace(stored).await;
+            self.put_once(&key, body).await?;
+        } else {
+            self.retrying(&format!("uploading {key}"), &self.counts.puts, || {
+                self.put_multipart(&key, body.clone(), limits)
+            })
+            .await?;
+        }
+        self.write_behind(&key).await;
+        Ok(stored)
+    }
+
+    async fn put_once(&self, key: &Path, body: Bytes) -> Result<()> {
+        self.retrying(&format!("writing {key}"), &self.counts.puts, || async {
+            self.inner
+                .put(key, PutPayload::from(body.clone()))
+                .await
+                .map(|_| ())
+                .map_err(store_err(format!("writing {key}")))
+        })
+        .await
+    }
+
+    async fn put_multipart(&self, key: &Path, body: Bytes, limits: &Limits) -> Result<()> {
+        let upload = self
+            .inner
+            .put_multipart(key)
+            .await
+            .map_err(store_err(format!("starting multipart upload of {key}")))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for chunk in body.chunks(PART_SIZE) {
+            w.wait_for_capacity(PARTS_IN_FLIGHT)
+                .await
+                .map_err(store_err(format!("uploading {key}")))?;
+            limits.pace(chunk.len() as u64).await;
+            w.write(chunk);
+        }
+        w.finish()
+            .await
+            .map_err(store_err(format!("finishing multipart upload of {key}")))?;
+        Ok(())
+    }
+
+    /// Reads a whole small object (manifest, history record, data id), opened
+    /// when the store has a key.
+    pub(crate) async fn read(&self, instance: &str, object: Object<'_>) -> Result<Bytes> {
+        let key = self.key_of(instance, object);
+        let context = || format!("reading {key}");
+        let raw = self
+            .retrying(&context(), &self.counts.gets, || async {
+                let got = self.inner.get(&key).await.map_err(store_err(context()))?;
+                got.bytes().await.map_err(store_err(context()))
+            })
+            .await?;
         let sealed = crate::crypto::is_encrypted(&raw);
         match &self.cipher {
             Some(c) if sealed => Ok(c.decrypt(&raw, key.as_ref())?.into()),
@@ -352,48 +512,124 @@ impl Store {
         }
     }
 
+    /// Reads the data object `name` (sealed when `encrypted`) and hands it to
+    /// `consume` with the decryptor it needs and its key (for messages); the
+    /// read and `consume` are tried again together on a transient failure, so
+    /// `consume` must start from scratch each time.
+    pub(crate) async fn read_file<T, F, Fut>(
+        &self,
+        instance: &str,
+        name: &str,
+        encrypted: bool,
+        consume: F,
+    ) -> Result<T>
+    where
+        F: Fn(GetResult, Option<StreamDecryptor>, String) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let key = self.key_of(instance, Object::File(name));
+        self.retrying(&format!("fetching {name}"), &self.counts.gets, || async {
+            let got = self.inner.get(&key).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => BackupError::BadObject {
+                    key: key.to_string(),
+                    reason: "missing from the store".into(),
+                },
+                e => store_err(format!("reading {key}"))(e),
+            })?;
+            let decryptor = match (&self.cipher, encrypted) {
+                (Some(c), true) => Some(c.decryptor(key.as_ref())),
+                (None, true) => {
+                    return Err(BackupError::BadObject {
+                        key: key.to_string(),
+                        reason: crate::crypto::NEEDS_KEY.into(),
+                    });
+                }
+                (_, false) => None,
+            };
+            consume(got, decryptor, key.to_string()).await
+        })
+        .await
+    }
+
+    /// Deletes an object; one already gone counts as deleted (a retry after a
+    /// lost answer must not fail).
+    pub(crate) async fn delete(&self, instance: &str, object: Object<'_>) -> Result<()> {
+        let key = self.key_of(instance, object);
+        self.retrying(&format!("deleting {key}"), &self.counts.deletes, || async {
+            match self.inner.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(store_err(format!("deleting {key}"))(e)),
+            }
+        })
+        .await
+    }
+
     /// The bytes to store for `plain`: sealed when the store has a key.
-    pub fn seal(&self, plain: bytes::Bytes) -> Result<bytes::Bytes> {
+    fn seal(&self, plain: Bytes) -> Result<Bytes> {
         match &self.cipher {
             Some(c) => Ok(c.encrypt(&plain)?.into()),
             None => Ok(plain),
         }
     }
 
-    /// Every object under `rest` (listing retried on transient failures).
-    pub async fn list(&self, rest: &str) -> Result<Vec<object_store::ObjectMeta>> {
-        self.list_prefix(&self.key(rest)).await
+    /// Every object in one of `instance`'s folders.
+    pub(crate) async fn list(&self, instance: &str, folder: Folder) -> Result<Vec<Listed>> {
+        let dir = self.key(&folder.key(instance));
+        let metas = match folder {
+            Folder::Files => self.list_sharded(&dir).await?,
+            Folder::Manifests | Folder::History => self.list_prefix(&dir).await?,
+        };
+        let base_len = self.key(&instance_dir(instance)).as_ref().len() + 1;
+        Ok(metas
+            .into_iter()
+            .map(|m| Listed {
+                name: m.location.as_ref().get(base_len..).unwrap_or_default().to_string(),
+                size: m.size,
+            })
+            .collect())
+    }
+
+    /// Names of every backup instance in the store, sorted.
+    pub async fn instances(&self) -> Result<Vec<String>> {
+        let listing = self.list_folder(&self.key(BACKUP_ROOT)).await?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn list_prefix(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
         use futures::TryStreamExt;
-        crate::retry::with_retry(&format!("listing {prefix}"), || async {
-            self.store
+        self.retrying(&format!("listing {prefix}"), &self.counts.lists, || async {
+            self.inner
                 .list(Some(prefix))
                 .try_collect::<Vec<_>>()
                 .await
-                .map_err(crate::error::store_err(format!("listing {prefix}")))
+                .map_err(store_err(format!("listing {prefix}")))
         })
         .await
     }
 
     /// The objects and sub-folders directly under `prefix`.
-    pub(crate) async fn list_folder(&self, prefix: &Path) -> Result<object_store::ListResult> {
-        crate::retry::with_retry(&format!("listing {prefix}"), || async {
-            self.store
+    async fn list_folder(&self, prefix: &Path) -> Result<object_store::ListResult> {
+        self.retrying(&format!("listing {prefix}"), &self.counts.lists, || async {
+            self.inner
                 .list_with_delimiter(Some(prefix))
                 .await
-                .map_err(crate::error::store_err(format!("listing {prefix}")))
+                .map_err(store_err(format!("listing {prefix}")))
         })
         .await
     }
 
-    /// Every object under `rest`, listing its sub-folders in parallel: data objects
+    /// Every object under `dir`, listing its sub-folders in parallel: data objects
     /// are spread over 256 shard folders, and one listing at a time would leave
     /// both the store's and our cores idle.
-    pub async fn list_sharded(&self, rest: &str) -> Result<Vec<object_store::ObjectMeta>> {
+    async fn list_sharded(&self, dir: &Path) -> Result<Vec<object_store::ObjectMeta>> {
         use futures::{StreamExt, TryStreamExt};
-        let top = self.list_folder(&self.key(rest)).await?;
+        let top = self.list_folder(dir).await?;
         let shards: Vec<Vec<object_store::ObjectMeta>> = futures::stream::iter(top.common_prefixes)
             .map(|shard| async move { self.list_prefix(&shard).await })
             .buffer_unordered(LIST_CONCURRENCY)
@@ -404,8 +640,13 @@ impl Store {
         Ok(all)
     }
 
+    /// The full key of `object`, also for messages that name it.
+    pub(crate) fn key_of(&self, instance: &str, object: Object<'_>) -> Path {
+        self.key(&object.key(instance))
+    }
+
     /// `prefix/rest`.
-    pub fn key(&self, rest: &str) -> Path {
+    fn key(&self, rest: &str) -> Path {
         let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
         parts.extend(rest.split('/').filter(|p| !p.is_empty()).map(str::to_string));
         Path::from_iter(parts)
@@ -463,6 +704,21 @@ mod tests {
             let err = Store::open(bad).unwrap_err().to_string();
             assert!(err.contains("backup.object.store"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn s3_root_is_the_folder_inside_the_bucket_and_prefix_its_alias() {
+        let s3 = "s3::bucket=b;region=r;endpoint=http://127.0.0.1:1;allow_http=true;";
+        for (extra, expected) in [
+            ("root=ours/db1;", "ours/db1/_backup/i/data_id"),
+            ("prefix=p;", "p/_backup/i/data_id"),
+            ("", "_backup/i/data_id"),
+        ] {
+            let store = Store::open(&format!("{s3}{extra}")).unwrap();
+            assert_eq!(store.key_of("i", Object::DataId).as_ref(), expected);
+        }
+        let err = Store::open(&format!("{s3}root=a;prefix=b;")).unwrap_err().to_string();
+        assert!(err.contains("either root or prefix"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 
 use tokio::runtime::{Handle, Runtime};
+use tokio_util::sync::CancellationToken;
 
 /// The background runtime, built on first use and kept for the life of the
 /// process (a runtime cannot be dropped from async code); `None` when it could
@@ -63,6 +64,26 @@ where
     match handle() {
         Some(h) => h.spawn(work),
         None => tokio::spawn(work),
+    }
+}
+
+/// The shape of every periodic task (housekeeping, the checkpoint watchdog,
+/// scheduled backups): wait until the next tick, or stop as soon as `cancel`
+/// fires, then run the tick to its end. `wait` says how long until the next
+/// tick; `None` ends the task.
+pub(crate) async fn periodic<W, F, Fut>(cancel: &CancellationToken, mut wait: W, mut tick: F)
+where
+    W: FnMut() -> Option<std::time::Duration>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while let Some(wait) = wait() {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        tick().await;
     }
 }
 

@@ -8,65 +8,17 @@ use storage::Storage;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{BackupSettings, Schedule};
 use crate::error::{EngineError, Result};
-
-/// Validated `backup.*` settings.
-#[derive(Debug, Clone)]
-pub struct BackupSettings {
-    pub enabled: bool,
-    /// `backup.object.store`; `None` means `fs::root=ROOT/backups;`.
-    pub object_store: Option<crate::config::Secret>,
-    pub compression_level: i32,
-    /// `backup.compression.threads`: compressions running at once.
-    pub compression_threads: usize,
-    /// `backup.max.bandwidth.mb` in bytes per second.
-    pub max_bandwidth: Option<u64>,
-    pub keep_latest: usize,
-    pub instance_name: Option<String>,
-    /// `backup.schedule.cron` in `backup.schedule.tz`.
-    pub schedule: Option<Schedule>,
-    /// `backup.encryption.key` / `.key.file`: everything stored is sealed with it.
-    pub encryption: Option<backup::Cipher>,
-}
-
-/// When scheduled backups run.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub cron: croner::Cron,
-    pub tz: chrono_tz::Tz,
-}
-
-impl Schedule {
-    /// The first run strictly after `now_micros`, in micros.
-    pub fn next_after(&self, now_micros: i64) -> Option<i64> {
-        let now = chrono::DateTime::from_timestamp_micros(now_micros)?.with_timezone(&self.tz);
-        let next = self.cron.find_next_occurrence(&now, false).ok()?;
-        Some(next.timestamp_micros())
-    }
-}
-
-impl Default for BackupSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            object_store: None,
-            compression_level: 5,
-            // Half the cores: the other half stays with foreground queries and inserts.
-            compression_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
-            max_bandwidth: None,
-            keep_latest: 5,
-            instance_name: None,
-            schedule: None,
-            encryption: None,
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Running {
     progress: Progress,
     cancel: CancellationToken,
 }
+
+/// How a backup ended, as its waiter sees it.
+pub(crate) type Finished = oneshot::Receiver<backup::Outcome>;
 
 #[derive(Debug)]
 pub(crate) struct Backups {
@@ -85,6 +37,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The place of the one running backup: while it lives, a backup counts as
+/// running. It is freed when dropped, however the backup task ends (returns,
+/// is cancelled, or panics), so no path leaves every later backup refused.
+struct Slot {
+    backups: Arc<Backups>,
+}
+
+impl Slot {
+    /// Publishes the final record and frees the place in one critical section
+    /// (same lock order as `records`): whoever sees the finished record in the
+    /// history can start the next backup.
+    fn finish(self, record: BackupRecord) {
+        let mut running = lock(&self.backups.running);
+        let mut history = lock(&self.backups.history);
+        history.insert(0, record.clone());
+        if record.status.backup_succeeded() {
+            // Retention removed older records from the store; mirror that.
+            if let Ok(kept) = kept_after_cleanup(&history, self.backups.settings.keep_latest) {
+                history.retain(|r| r.backup_micros >= kept);
+            }
+        }
+        *running = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = lock(&self.backups.running);
+        // Still running here means the task stopped without finishing (a panic).
+        if let Some(r) = running.take() {
+            let mut record = lock(&r.progress).clone();
+            record.status = Status::BackupFailed;
+            record.end_micros = Some(self.backups.storage.clock().now_micros());
+            record.backup_error = Some("the backup task stopped unexpectedly; see the server log".into());
+            tracing::error!(
+                "backup {} stopped unexpectedly",
+                backup::layout::format_timestamp(record.backup_micros)
+            );
+            lock(&self.backups.history).insert(0, record);
+        }
+    }
+}
+
 impl Backups {
     /// Opens the store and loads the history (a store that cannot be reached now is
     /// logged, not fatal: the database must still start).
@@ -93,22 +88,29 @@ impl Backups {
         settings: BackupSettings,
         shutdown: CancellationToken,
     ) -> Result<Self> {
-        let (store, instance) = if settings.enabled {
-            let conn = crate::restore::store_connection(storage.root(), &settings);
-            let store = Store::open(&conn)
-                .map_err(backup_err)?
-                .with_cipher(settings.encryption.clone());
-            let instance =
-                backup::instance_name(storage.db_dir(), settings.instance_name.as_deref()).map_err(backup_err)?;
-            (Some(store), instance)
+        let store = if settings.enabled {
+            let conn = settings.store_connection(storage.root());
+            Some(Store::open(&conn)?.with_cipher(settings.encryption.clone()))
         } else {
-            (None, String::new())
+            None
         };
+        Self::with_store(storage, settings, store, shutdown).await
+    }
+
+    /// The same over a store opened by the caller (`None`: backups disabled).
+    async fn with_store(
+        storage: Arc<Storage>,
+        settings: BackupSettings,
+        store: Option<Store>,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
         let mut history = Vec::new();
+        let mut instance = String::new();
         if let Some(store) = &store {
+            instance = backup::instance_name(storage.db_dir(), settings.instance_name.as_deref())?;
             match backup::load_history(store, &instance).await {
                 Ok(h) => history = h,
-                Err(e) => tracing::warn!("cannot read the backup history from {}: {e}", store.display),
+                Err(e) => tracing::warn!("cannot read the backup history from {}: {e}", store.display()),
             }
             for r in history.iter_mut().filter(|r| r.status == Status::BackupInProgress) {
                 // This server runs no backup yet, so the record was left by a crash or stop.
@@ -130,17 +132,13 @@ impl Backups {
         })
     }
 
-    /// Starts a backup; returns its timestamp (micros) and a receiver for its final record.
-    pub(crate) async fn start(self: &Arc<Self>) -> Result<(i64, oneshot::Receiver<BackupRecord>)> {
+    /// Starts a backup; returns its timestamp (micros) and how it will end.
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(i64, Finished)> {
         let store = self.store()?;
-        if lock(&self.running).is_some() {
-            return Err(EngineError::State(
-                "a backup is already running; wait for it (see backups()) or run BACKUP ABORT".into(),
-            ));
+        if self.is_running() {
+            return Err(already_running());
         }
-        backup::check_data_id(&store, &self.instance, self.storage.data_id())
-            .await
-            .map_err(backup_err)?;
+        backup::check_data_id(&store, &self.instance, self.storage.data_id()).await?;
         let (pin, snapshot) = self.storage.pin_current();
         let last = lock(&self.history).first().map_or(i64::MIN, |r| r.backup_micros);
         let backup_micros = snapshot.taken_at_micros.max(last.saturating_add(1));
@@ -162,40 +160,27 @@ impl Backups {
         let now = self.storage.clock().now_micros();
         let progress: Progress = Arc::new(Mutex::new(backup::new_record(&job, now)));
         let cancel = self.shutdown.child_token();
-        {
+        let slot = {
             let mut running = lock(&self.running);
             if running.is_some() {
-                self.storage.unpin(pin);
-                return Err(EngineError::State("a backup is already running".into()));
+                return Err(already_running());
             }
             *running = Some(Running {
                 progress: progress.clone(),
                 cancel: cancel.clone(),
             });
-        }
+            Slot { backups: self.clone() }
+        };
         let (tx, rx) = oneshot::channel();
-        let me = self.clone();
+        let keep_latest = self.settings.keep_latest;
+        let clock = self.storage.clock().clone();
         crate::background::spawn(async move {
-            let clock = me.storage.clock().clone();
-            let record =
-                backup::backup_and_cleanup(&job, &progress, &cancel, me.settings.keep_latest, || clock.now_micros())
-                    .await;
-            me.storage.unpin(pin);
-            {
-                // One critical section (same lock order as `records`): whoever sees the
-                // finished record in the history can start the next backup.
-                let mut running = lock(&me.running);
-                let mut history = lock(&me.history);
-                history.insert(0, record.clone());
-                if record.status.backup_succeeded() {
-                    // Retention removed older records from the store; mirror that.
-                    if let Ok(kept) = kept_after_cleanup(&history, me.settings.keep_latest) {
-                        history.retain(|r| r.backup_micros >= kept);
-                    }
-                }
-                *running = None;
-            }
-            let _ = tx.send(record);
+            // Both live exactly as long as this task, however it ends.
+            let (_pin, slot) = (pin, slot);
+            let outcome =
+                backup::backup_and_cleanup(&job, &progress, &cancel, keep_latest, || clock.now_micros()).await;
+            slot.finish(outcome.record.clone());
+            let _ = tx.send(outcome);
         });
         Ok((backup_micros, rx))
     }
@@ -206,7 +191,7 @@ impl Backups {
         let snapshot = self.storage.snapshot();
         backup::estimate(&store, &self.instance, &snapshot)
             .await
-            .map_err(backup_err)
+            .map_err(EngineError::from)
     }
 
     /// `RESTORE TABLE`: one table of a backup of this database's instance, into the running database.
@@ -222,7 +207,7 @@ impl Backups {
         };
         backup::restore_table(&store, &selector, request, &self.storage)
             .await
-            .map_err(backup_err)
+            .map_err(EngineError::from)
     }
 
     /// `VERIFY BACKUP`: checks every file of a backup of this instance.
@@ -232,7 +217,7 @@ impl Backups {
             instance: Some(self.instance.clone()),
             timestamp,
         };
-        backup::verify(&store, &selector, &|_, _| {}).await.map_err(backup_err)
+        Ok(backup::verify(&store, &selector, &|_, _| {}).await?)
     }
 
     fn store(&self) -> Result<Store> {
@@ -271,21 +256,19 @@ impl Backups {
 /// Starts a backup at every tick of the schedule until cancelled; a tick that finds
 /// a backup still running is skipped and logged.
 pub(crate) async fn run_schedule(backups: Arc<Backups>, schedule: Schedule, cancel: CancellationToken) {
-    loop {
-        let now = backups.storage.clock().now_micros();
+    let clock = backups.storage.clock().clone();
+    let until_next = || {
+        let now = clock.now_micros();
         let Some(next) = schedule.next_after(now) else {
             tracing::warn!("backup.schedule.cron has no future run; scheduled backups stop");
-            return;
+            return None;
         };
-        let wait = std::time::Duration::from_micros(next.saturating_sub(now).max(0) as u64);
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
+        Some(std::time::Duration::from_micros(next.saturating_sub(now).max(0) as u64))
+    };
+    crate::background::periodic(&cancel, until_next, || async {
         if backups.is_running() {
             tracing::info!("scheduled backup skipped: the previous backup is still running");
-            continue;
+            return;
         }
         match backups.start().await {
             Ok((micros, _)) => {
@@ -293,7 +276,8 @@ pub(crate) async fn run_schedule(backups: Arc<Backups>, schedule: Schedule, canc
             }
             Err(e) => tracing::warn!("scheduled backup could not start: {e}"),
         }
-    }
+    })
+    .await;
 }
 
 /// Micros of the oldest complete backup retention keeps.
@@ -309,15 +293,178 @@ fn kept_after_cleanup(history: &[BackupRecord], keep: usize) -> std::result::Res
     Ok(complete[keep - 1])
 }
 
-pub(crate) fn backup_err(e: backup::BackupError) -> EngineError {
-    match e {
-        backup::BackupError::Config { key, reason } => EngineError::Config(crate::config::ConfigError::Invalid {
-            key,
-            origin: String::new(),
-            reason,
-        }),
-        backup::BackupError::Storage(s) => EngineError::Storage(s),
-        backup::BackupError::NotFound(m) => EngineError::InvalidInput(m),
-        other => EngineError::Backup(other.to_string()),
+fn already_running() -> EngineError {
+    EngineError::State("a backup is already running; wait for it (see backups()) or run BACKUP ABORT".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures::stream::BoxStream;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path as ObjPath;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult, RenameOptions,
+    };
+    use storage::{Column, ColumnType, HousekeepingSettings, PartitionBy, SystemClock, TableMeta};
+
+    use super::*;
+
+    /// A store whose manifest writes panic while `armed`: a bug in the backup
+    /// task, injected after its snapshot is pinned and its slot taken.
+    #[derive(Debug)]
+    struct PanicsOnManifest {
+        inner: LocalFileSystem,
+        armed: AtomicBool,
+    }
+
+    impl std::fmt::Display for PanicsOnManifest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("PanicsOnManifest")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for PanicsOnManifest {
+        async fn put_opts(
+            &self,
+            at: &ObjPath,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if self.armed.load(Ordering::SeqCst) && at.as_ref().contains("/manifests/") {
+                panic!("injected panic in the backup task");
+            }
+            self.inner.put_opts(at, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            at: &ObjPath,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(at, opts).await
+        }
+
+        async fn get_opts(&self, at: &ObjPath, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(at, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<ObjPath>>,
+        ) -> BoxStream<'static, object_store::Result<ObjPath>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(&self, prefix: Option<&ObjPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(&self, prefix: Option<&ObjPath>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(&self, from: &ObjPath, to: &ObjPath, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+
+        async fn rename_opts(&self, from: &ObjPath, to: &ObjPath, options: RenameOptions) -> object_store::Result<()> {
+            self.inner.rename_opts(from, to, options).await
+        }
+    }
+
+    fn table_meta() -> TableMeta {
+        let cols = vec![
+            Column {
+                name: "ts".into(),
+                ty: ColumnType::Timestamp,
+            },
+            Column {
+                name: "v".into(),
+                ty: ColumnType::Long,
+            },
+        ];
+        TableMeta::new("t", cols, Some("ts".into()), PartitionBy::Day).unwrap()
+    }
+
+    fn append_day(storage: &Storage, day: i64) {
+        let meta = table_meta();
+        let batch = arrow::array::RecordBatch::try_new(
+            meta.arrow_schema(),
+            vec![
+                Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+                    day * 86_400_000_000,
+                ])),
+                Arc::new(arrow::array::Int64Array::from(vec![day])),
+            ],
+        )
+        .unwrap();
+        storage.table("t").unwrap().append(&[batch]).unwrap();
+    }
+
+    async fn wait_until_idle(backups: &Backups) {
+        for _ in 0..200 {
+            if !backups.is_running() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the backup slot was never freed");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panic_in_the_backup_task_frees_its_pin_and_its_slot() {
+        let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let housekeeping = HousekeepingSettings {
+            orphan_grace_micros: 0,
+            ..HousekeepingSettings::default()
+        };
+        let storage = Storage::open(db.path(), Arc::new(SystemClock), housekeeping, None).unwrap();
+        storage.create_table(table_meta(), false).unwrap();
+        append_day(&storage, 19_800);
+        let faulty = Arc::new(PanicsOnManifest {
+            inner: LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+            armed: AtomicBool::new(true),
+        });
+        let store = Store::from_object_store(faulty.clone(), "panics-on-manifest");
+        let backups = Arc::new(
+            Backups::with_store(
+                storage.clone(),
+                BackupSettings::default(),
+                Some(store),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap(),
+        );
+
+        let (_, finished) = backups.start().await.unwrap();
+        assert!(finished.await.is_err(), "the task died before it could report");
+        wait_until_idle(&backups).await;
+        let failed = &backups.records()[0];
+        assert_eq!(failed.status, Status::BackupFailed, "{failed:?}");
+        assert!(
+            failed
+                .backup_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("stopped unexpectedly")
+        );
+
+        // The pin is gone: files the snapshot held can be reclaimed.
+        storage.table("t").unwrap().truncate().unwrap();
+        let deleted: usize = (0..2).map(|_| storage.housekeep().unwrap().files_deleted).sum();
+        assert_eq!(deleted, 1, "the dropped file is no longer pinned");
+
+        // And the next backup runs.
+        faulty.armed.store(false, Ordering::SeqCst);
+        append_day(&storage, 19_801);
+        let (_, finished) = backups.start().await.unwrap();
+        let outcome = finished.await.unwrap();
+        assert!(outcome.error.is_none(), "{outcome:?}");
+        assert!(outcome.record.status.backup_succeeded(), "{outcome:?}");
     }
 }

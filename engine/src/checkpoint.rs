@@ -2,15 +2,17 @@
 //!
 //! `CHECKPOINT CREATE`: pause housekeeping, pin the current snapshot, write the
 //! record (`storage::write_checkpoint`). `CHECKPOINT RELEASE`: remove the
-//! record, unpin, resume housekeeping. The record survives restarts; on start
+//! record, drop the pin, resume housekeeping. The record survives restarts; on start
 //! the pin and the pause are re-established from it. A watchdog warns about a
 //! forgotten checkpoint and, if `checkpoint.max.age` is set, releases it.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use storage::{CheckpointRecord, PinId, Storage};
+use backup::layout::format_timestamp;
+use storage::{CheckpointRecord, Pin, Storage};
 
+use crate::config::CheckpointLimits;
 use crate::error::{EngineError, Result};
 
 /// How often the watchdog looks at an open checkpoint.
@@ -18,7 +20,8 @@ pub(crate) const WATCHDOG_TICK: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Active {
-    pin: PinId,
+    /// Held for as long as the checkpoint is open.
+    _pin: Pin,
     record: CheckpointRecord,
     /// When the watchdog last warned (micros), to warn once per `warn_after`.
     last_warned: Option<i64>,
@@ -32,22 +35,6 @@ pub struct CheckpointStatus {
     /// Bytes of checkpointed files that no table references any more: space a
     /// forgotten RELEASE keeps from being reclaimed.
     pub pinned_bytes: u64,
-}
-
-/// When to warn about, and when to give up on, an open checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckpointLimits {
-    pub warn_after: Duration,
-    pub max_age: Option<Duration>,
-}
-
-impl Default for CheckpointLimits {
-    fn default() -> Self {
-        Self {
-            warn_after: Duration::from_secs(3600),
-            max_age: None,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -66,10 +53,10 @@ impl Checkpoints {
             let pin = storage.pin(record.snapshot.clone());
             tracing::info!(
                 "checkpoint started at {} is still in progress; housekeeping stays paused until CHECKPOINT RELEASE",
-                format_micros(record.started_at_micros)
+                format_timestamp(record.started_at_micros)
             );
             Active {
-                pin,
+                _pin: pin,
                 record,
                 last_warned: None,
             }
@@ -94,14 +81,14 @@ impl Checkpoints {
         if let Some(active) = state.as_ref() {
             return Err(EngineError::State(format!(
                 "a checkpoint is already in progress (started {}); run CHECKPOINT RELEASE first",
-                format_micros(active.record.started_at_micros)
+                format_timestamp(active.record.started_at_micros)
             )));
         }
         self.storage.pause_housekeeping();
         let (pin, snapshot) = self.storage.pin_current();
         let record = CheckpointRecord::new(self.storage.data_id(), snapshot);
         if let Err(e) = storage::write_checkpoint(&self.root, &record) {
-            self.storage.unpin(pin);
+            drop(pin);
             self.storage.resume_housekeeping();
             return Err(e.into());
         }
@@ -111,7 +98,7 @@ impl Checkpoints {
             record.snapshot.tables.len()
         );
         *state = Some(Active {
-            pin,
+            _pin: pin,
             record,
             last_warned: None,
         });
@@ -121,13 +108,13 @@ impl Checkpoints {
     /// Leaves checkpoint mode; returns false when there was none. Blocking I/O.
     pub(crate) fn release(&self) -> Result<bool> {
         let mut state = self.lock();
-        let Some(active) = state.as_ref() else {
+        if state.is_none() {
             return Ok(false);
-        };
+        }
         storage::remove_checkpoint(&self.root)?;
-        self.storage.unpin(active.pin);
-        self.storage.resume_housekeeping();
+        // Dropping the checkpoint releases its pin.
         *state = None;
+        self.storage.resume_housekeeping();
         tracing::info!("checkpoint released; housekeeping resumed");
         Ok(true)
     }
@@ -181,7 +168,7 @@ impl Checkpoints {
                     tracing::warn!(
                         "checkpoint started {} is still open after {}; run CHECKPOINT RELEASE when the copy is done \
                          (housekeeping is paused and disk space is held back)",
-                        format_micros(active.record.started_at_micros),
+                        format_timestamp(active.record.started_at_micros),
                         humantime::format_duration(Duration::from_secs(age.as_secs()))
                     );
                 }
@@ -195,48 +182,4 @@ impl Checkpoints {
             }
         }
     }
-}
-
-/// Restores a root copied during a checkpoint when `ROOT/_restore` exists (before opening).
-pub(crate) fn apply_restore_trigger(root: &Path) -> Result<()> {
-    let trigger = root.join(RESTORE_TRIGGER);
-    if !trigger.exists() {
-        return Ok(());
-    }
-    let Some(record) = storage::read_checkpoint(root)? else {
-        return Err(EngineError::State(format!(
-            "{} exists but this root holds no checkpoint record ({}/.checkpoint/checkpoint.json): there is nothing \
-             to restore to. Copy the root while a checkpoint is in progress, or remove {} to start as-is",
-            trigger.display(),
-            root.display(),
-            trigger.display()
-        )));
-    };
-    let report = storage::restore_checkpoint(root, &record)?;
-    // `_restore` goes first: a crash before the record is removed leaves a restored
-    // database still in checkpoint mode, which is safe; the reverse would refuse to start.
-    std::fs::remove_file(&trigger).map_err(|source| storage::StorageError::Io {
-        context: format!("removing {}", trigger.display()),
-        source,
-    })?;
-    storage::fsync_dir(root)?;
-    storage::remove_checkpoint(root)?;
-    tracing::info!(
-        tables = report.tables_restored,
-        rows = report.rows,
-        brought_back = ?report.tables_brought_back,
-        removed = ?report.tables_removed,
-        "restored the checkpoint of {}",
-        format_micros(record.started_at_micros)
-    );
-    Ok(())
-}
-
-/// Name of the trigger file that asks for a rollback to the checkpoint on startup.
-pub const RESTORE_TRIGGER: &str = "_restore";
-
-pub(crate) fn format_micros(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-        .unwrap_or_else(|| micros.to_string())
 }

@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use storage::HousekeepingSettings;
 
-use crate::backups::{BackupSettings, Schedule};
-use crate::checkpoint::CheckpointLimits;
-
 /// Where a setting's value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
@@ -213,6 +210,91 @@ fn encryption(p: &Properties) -> Result<Option<backup::Cipher>, ConfigError> {
     }
 }
 
+/// Validated `backup.*` settings.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub enabled: bool,
+    /// `backup.object.store`; `None` means `fs::root=ROOT/backups;`.
+    pub object_store: Option<Secret>,
+    pub compression_level: i32,
+    /// `backup.compression.threads`: compressions running at once.
+    pub compression_threads: usize,
+    /// `backup.max.bandwidth.mb` in bytes per second.
+    pub max_bandwidth: Option<u64>,
+    pub keep_latest: usize,
+    pub instance_name: Option<String>,
+    /// `backup.schedule.cron` in `backup.schedule.tz`.
+    pub schedule: Option<Schedule>,
+    /// `backup.encryption.key` / `.key.file`: everything stored is sealed with it.
+    pub encryption: Option<backup::Cipher>,
+}
+
+/// When scheduled backups run.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: croner::Cron,
+    pub tz: chrono_tz::Tz,
+}
+
+impl Schedule {
+    /// The first run strictly after `now_micros`, in micros.
+    pub fn next_after(&self, now_micros: i64) -> Option<i64> {
+        let now = chrono::DateTime::from_timestamp_micros(now_micros)?.with_timezone(&self.tz);
+        let next = self.cron.find_next_occurrence(&now, false).ok()?;
+        Some(next.timestamp_micros())
+    }
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            object_store: None,
+            compression_level: 5,
+            // Half the cores: the other half stays with foreground queries and inserts.
+            compression_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            max_bandwidth: None,
+            keep_latest: 5,
+            instance_name: None,
+            schedule: None,
+            encryption: None,
+        }
+    }
+}
+
+/// When to warn about, and when to give up on, an open checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointLimits {
+    pub warn_after: Duration,
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CheckpointLimits {
+    fn default() -> Self {
+        Self {
+            warn_after: Duration::from_secs(3600),
+            max_age: None,
+        }
+    }
+}
+
+impl BackupSettings {
+    /// The store connection string in effect: configured, or `ROOT/backups` (with a warning).
+    pub(crate) fn store_connection(&self, root: &Path) -> String {
+        match &self.object_store {
+            Some(c) => c.expose().to_string(),
+            None => {
+                let dir = root.join("backups");
+                tracing::warn!(
+                    "backup.object.store is not set: backups go to {} on the same disk as the database",
+                    dir.display()
+                );
+                format!("fs::root={};", dir.display())
+            }
+        }
+    }
+}
+
 /// `pg.net.bind.to` -> `STRATA_PG_NET_BIND_TO`.
 pub fn env_var_name(key: &str) -> String {
     format!("STRATA_{}", key.to_ascii_uppercase().replace(['.', '-'], "_"))
@@ -344,6 +426,54 @@ fn schedule(p: &Properties) -> Result<Option<Schedule>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every backticked name in the first cell of each table row of the
+    /// README's `## heading` section.
+    fn readme_table_keys(heading: &str) -> std::collections::BTreeSet<String> {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let section = readme
+            .split("\n## ")
+            .find(|s| s.starts_with(heading))
+            .expect("README section");
+        section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .flat_map(|l| {
+                let cell = l.split(" |").next().unwrap_or_default();
+                cell.split('`')
+                    .step_by(2)
+                    .map(|k| k.trim_matches(|c| c == ',' || c == ' ').to_string())
+            })
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_documents_exactly_the_keys_the_server_knows() {
+        let documented = readme_table_keys("Configuration");
+        let known: std::collections::BTreeSet<String> = KNOWN_KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(documented, known, "README's configuration table vs KNOWN_KEYS");
+    }
+
+    #[test]
+    fn the_readme_trigger_names_only_keys_a_trigger_accepts() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let start = readme.find("# ROOT/_backup_restore").expect("README trigger example");
+        let block = &readme[start..];
+        let block = &block[..block.find("```").unwrap_or(block.len())];
+        let keys: Vec<&str> = block
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        assert!(keys.len() >= 4, "{keys:?}");
+        for k in keys {
+            assert!(
+                crate::startup::BACKUP_RESTORE_KEYS.contains(&k),
+                "README trigger key '{k}'"
+            );
+        }
+    }
 
     fn props(file: &[(&str, &str)], env: &[(&str, &str)]) -> Properties {
         let m = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -11,14 +11,15 @@ use storage::{Clock, HousekeepingReport, Storage, SystemClock, TableMeta};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::background::periodic;
 use crate::backups::{Backups, run_schedule};
 use crate::catalog::StrataSchema;
-use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK, apply_restore_trigger};
+use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK};
 use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
 use crate::functions::{BackupsFunction, CheckpointStatusFunction};
-use crate::restore::PendingRestore;
+use crate::startup::PendingRestore;
 
 /// DataFusion catalog and schema names our tables live in.
 pub const CATALOG: &str = "datafusion";
@@ -51,9 +52,8 @@ impl Database {
     pub async fn open_with_clock(root: &Path, settings: Settings, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let root = absolute_root(root)?;
         let hk = settings.housekeeping.clone();
-        let pending = crate::restore::apply_backup_restore_trigger(&root, &settings.backup).await?;
+        let pending = crate::startup::prepare(&root, &settings.backup).await?;
         let (storage, record) = tokio::task::spawn_blocking(move || -> Result<_> {
-            apply_restore_trigger(&root)?;
             let record = storage::read_checkpoint(&root)?;
             let storage = Storage::open(&root, clock, hk, record.as_ref().map(|r| &r.snapshot))?;
             Ok((storage, record))
@@ -204,11 +204,11 @@ impl Database {
         let (micros, done) = self.backups.start().await?;
         let ts = backup::layout::format_timestamp(micros);
         if wait {
-            let record = done
+            let outcome = done
                 .await
-                .map_err(|_| EngineError::Backup(format!("backup {ts} was interrupted")))?;
-            if let Some(e) = record.backup_error {
-                return Err(EngineError::Backup(format!("backup {ts} failed: {e}")));
+                .map_err(|_| EngineError::Task(format!("backup {ts} stopped unexpectedly")))?;
+            if let Some(source) = outcome.error {
+                return Err(EngineError::backup_during(format!("backup {ts} failed"), source));
             }
         }
         Ok(ts)
@@ -322,38 +322,38 @@ fn session_context(
 
 /// Looks at an open checkpoint every tick until cancelled.
 async fn checkpoint_watchdog(checkpoints: Arc<Checkpoints>, cancel: CancellationToken) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(WATCHDOG_TICK) => {}
-        }
-        let c = checkpoints.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || c.watch()).await {
-            tracing::warn!("checkpoint watchdog failed: {e}");
-        }
-    }
+    periodic(
+        &cancel,
+        || Some(WATCHDOG_TICK),
+        || async {
+            let c = checkpoints.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || c.watch()).await {
+                tracing::warn!("checkpoint watchdog failed: {e}");
+            }
+        },
+    )
+    .await;
 }
 
 /// Runs housekeeping every `interval` until cancelled; errors are logged, never fatal.
 async fn housekeeping_loop(storage: Arc<Storage>, interval: std::time::Duration, cancel: CancellationToken) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let s = storage.clone();
-        match tokio::task::spawn_blocking(move || s.housekeep()).await {
-            Ok(Ok(r)) if r.files_deleted > 0 || r.partitions_merged > 0 => tracing::debug!(
-                merged = r.partitions_merged,
-                deleted = r.files_deleted,
-                bytes = r.bytes_deleted,
-                "housekeeping"
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("housekeeping failed: {e}"),
-            Err(e) => tracing::warn!("housekeeping task failed: {e}"),
-        }
-    }
+    periodic(
+        &cancel,
+        || Some(interval),
+        || async {
+            let s = storage.clone();
+            match tokio::task::spawn_blocking(move || s.housekeep()).await {
+                Ok(Ok(r)) if r.files_deleted > 0 || r.partitions_merged > 0 => tracing::debug!(
+                    merged = r.partitions_merged,
+                    deleted = r.files_deleted,
+                    bytes = r.bytes_deleted,
+                    "housekeeping"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("housekeeping failed: {e}"),
+                Err(e) => tracing::warn!("housekeeping task failed: {e}"),
+            }
+        },
+    )
+    .await;
 }

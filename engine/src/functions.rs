@@ -2,7 +2,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -56,7 +56,7 @@ impl TableFunctionImpl for BackupsFunction {
         let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let schema: SchemaRef = Arc::new(Schema::new(vec![
             Field::new("status", DataType::Utf8, false),
-            Field::new("progress_percent", DataType::Float64, false),
+            Field::new("progress_percent", DataType::Int32, false),
             Field::new("start_ts", ts(), false),
             Field::new("end_ts", ts(), true),
             Field::new("backup_error", DataType::Utf8, true),
@@ -81,7 +81,7 @@ impl TableFunctionImpl for BackupsFunction {
             Arc::new(StringArray::from(
                 records.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
             )),
-            Arc::new(Float64Array::from(
+            Arc::new(Int32Array::from(
                 records.iter().map(|r| r.progress_percent()).collect::<Vec<_>>(),
             )),
             Arc::new(

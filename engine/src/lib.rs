@@ -2,9 +2,10 @@
 //!
 //! Owns: configuration (`server.conf` + environment), the DataFusion catalog
 //! that exposes storage's tables (scans with partition pruning, inserts as one
-//! commit), COPY parsing, checkpoint mode and the `_restore` trigger, the
-//! `_backup_restore` trigger and online table restore (through `backup`), and
-//! background work (housekeeping, the checkpoint watchdog, backups on idle-class threads).
+//! commit), COPY parsing, checkpoint mode, startup (the `_restore` and
+//! `_backup_restore` triggers, in `startup.rs`), online table restore and
+//! verification (through `backup`), and background work (housekeeping, the
+//! checkpoint watchdog, backups on idle-class threads).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
 //! Main types: [`Database`], [`Settings`], [`EngineError`].
@@ -20,13 +21,12 @@ mod error;
 mod functions;
 mod provider;
 mod pruning;
-mod restore;
+mod startup;
 
-pub use backups::BackupSettings;
-pub use checkpoint::{CheckpointLimits, CheckpointStatus, RESTORE_TRIGGER};
-pub use config::{ConfigError, Properties, Secret, Settings, TlsFiles};
+pub use checkpoint::CheckpointStatus;
+pub use config::{BackupSettings, CheckpointLimits, ConfigError, Properties, Schedule, Secret, Settings, TlsFiles};
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};
 pub use provider::StrataTable;
-pub use restore::BACKUP_RESTORE_TRIGGER;
+pub use startup::{BACKUP_RESTORE_KEYS, BACKUP_RESTORE_TRIGGER, RESTORE_TRIGGER};

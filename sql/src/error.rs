@@ -3,6 +3,7 @@
 //! Every failure crossing the wire boundary goes through [`SqlError`], and
 //! [`SqlError::from_datafusion`] / `From<EngineError>` are the only places
 //! that decide SQLSTATEs.
+use backup::BackupError;
 use datafusion::error::DataFusionError;
 use engine::EngineError;
 use pgwire::error::{ErrorInfo, PgWireError};
@@ -33,6 +34,8 @@ pub mod sqlstate {
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const QUERY_CANCELED: &str = "57014";
 }
 
 use sqlstate::*;
@@ -121,10 +124,28 @@ impl From<&StorageError> for SqlError {
             | StorageError::FailedRestoreFound { .. } => OBJECT_NOT_IN_PREREQUISITE_STATE,
             StorageError::InvalidTableName { .. } => INVALID_NAME,
             StorageError::InvalidDefinition { .. } => INVALID_DEFINITION,
-            StorageError::InvalidData { reason, .. } if reason.contains("NULL") => NOT_NULL_VIOLATION,
+            StorageError::NullTimestamp { .. } => NOT_NULL_VIOLATION,
             StorageError::InvalidData { .. } | StorageError::Arrow { .. } => DATA_EXCEPTION,
             StorageError::Io { .. } | StorageError::NotDurable(_) => IO_ERROR,
             StorageError::Corrupt { .. } | StorageError::Parquet { .. } => DATA_CORRUPTED,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<&BackupError> for SqlError {
+    fn from(e: &BackupError) -> Self {
+        let code = match e {
+            BackupError::Config { .. } | BackupError::InvalidRequest(_) => INVALID_PARAMETER_VALUE,
+            BackupError::Store { .. } => IO_ERROR,
+            BackupError::DataIdMismatch { .. } | BackupError::ManifestDataIdMismatch { .. } => {
+                OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            BackupError::BadManifest { .. } | BackupError::BadObject { .. } => DATA_CORRUPTED,
+            BackupError::NotFound(_) => UNDEFINED_OBJECT,
+            BackupError::Aborted(_) => QUERY_CANCELED,
+            BackupError::Storage(s) => Self::from(s).code,
+            BackupError::Restore(_) | BackupError::Other(_) => INTERNAL_ERROR,
         };
         Self::new(code, e.to_string())
     }
@@ -134,6 +155,8 @@ impl From<&EngineError> for SqlError {
     fn from(e: &EngineError) -> Self {
         match e {
             EngineError::Storage(s) => Self::from(s),
+            EngineError::Backup(b) => Self::from(b.as_ref()),
+            EngineError::BackupDuring { source, .. } => Self::new(Self::from(source.as_ref()).code, e.to_string()),
             EngineError::DataFusion(d) => Self::from_datafusion(d),
             EngineError::InvalidInput(m) => Self::invalid_value(m.clone()),
             EngineError::BadCopyData(m) => Self::new(BAD_COPY_FORMAT, m.clone()),
@@ -163,6 +186,46 @@ mod tests {
             SqlError::from(&StorageError::TableExists("t".into())).code,
             DUPLICATE_TABLE
         );
+    }
+
+    #[test]
+    fn backup_errors_keep_their_kind_up_to_the_wire() {
+        let store = BackupError::Store {
+            context: "reading x".into(),
+            source: object_store::Error::Generic {
+                store: "s3",
+                source: "connection refused".into(),
+            },
+        };
+        let during = EngineError::backup_during(
+            "backup 2024-01-01T00:00:00.000000Z failed",
+            BackupError::Aborted("2024-01-01T00:00:00.000000Z".into()),
+        );
+        for (err, code) in [
+            (EngineError::from(store), IO_ERROR),
+            (
+                EngineError::from(BackupError::BadObject {
+                    key: "k".into(),
+                    reason: "corrupt".into(),
+                }),
+                DATA_CORRUPTED,
+            ),
+            (
+                EngineError::from(BackupError::NotFound("no backup".into())),
+                UNDEFINED_OBJECT,
+            ),
+            (
+                EngineError::from(BackupError::InvalidRequest("bad timestamp".into())),
+                INVALID_PARAMETER_VALUE,
+            ),
+            (during, QUERY_CANCELED),
+            (
+                EngineError::from(BackupError::Storage(StorageError::TableExists("t".into()))),
+                DUPLICATE_TABLE,
+            ),
+        ] {
+            assert_eq!(SqlError::from(&err).code, code, "{err}");
+        }
     }
 
     #[test]

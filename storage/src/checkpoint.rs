@@ -5,7 +5,7 @@
 //! instant. Its files are pinned and housekeeping is paused, so a copy of the
 //! root taken while the record exists holds every file the record names.
 //!
-//! Rolling a copy back ([`restore_checkpoint`]), offline, before the database opens:
+//! Rolling a copy back ([`rollback_to_checkpoint`]), offline, before the database opens:
 //! 1. validate: for every recorded table find a folder holding all its recorded
 //!    files — `db/<table>/` (with a `_dropped` marker if it was dropped during the
 //!    checkpoint), or `db/.trash/<table>-<id>/` —
@@ -115,7 +115,7 @@ pub struct RollbackReport {
 }
 
 /// Rolls every table under `root` back to `record` (see module doc). Offline only.
-pub fn restore_checkpoint(root: &Path, record: &CheckpointRecord) -> Result<RollbackReport> {
+pub fn rollback_to_checkpoint(root: &Path, record: &CheckpointRecord) -> Result<RollbackReport> {
     let db = db_dir(root);
     let data_id_path = db.join(DATA_ID_FILE);
     let data_id = std::fs::read_to_string(&data_id_path).ctx(|| format!("reading {}", data_id_path.display()))?;

@@ -24,6 +24,8 @@ pub enum StorageError {
     InvalidDefinition { table: String, reason: String },
     #[error("table '{table}': {reason}")]
     InvalidData { table: String, reason: String },
+    #[error("table '{table}': designated timestamp column '{column}' cannot be NULL")]
+    NullTimestamp { table: String, column: String },
     #[error("The local database is not empty. {0} already holds a database; a backup restores only into an empty root")]
     NotEmpty(PathBuf),
     #[error(

@@ -20,10 +20,10 @@ mod commit;
 mod error;
 mod gate;
 mod housekeeping;
+mod install;
 mod meta;
 mod partition;
 mod paths;
-mod restore;
 mod snapshot;
 mod storage;
 mod table;
@@ -31,21 +31,21 @@ mod writer;
 
 pub use atomic::{fsync_dir, start_writeback, sync_filesystem, wait_writeback, write_atomic};
 pub use checkpoint::{
-    CheckpointRecord, RollbackReport, read_checkpoint, remove_checkpoint, restore_checkpoint, write_checkpoint,
+    CheckpointRecord, RollbackReport, read_checkpoint, remove_checkpoint, rollback_to_checkpoint, write_checkpoint,
 };
 pub use clock::{Clock, SystemClock};
 pub use commit::{Commit, DataFile};
 pub use error::{Result, StorageError};
 pub use housekeeping::{HousekeepingReport, HousekeepingSettings};
+pub use install::{
+    DatabaseBuild, Install, RESTORE_FAILED_DIR, RESTORE_FAILED_FILE, RESTORE_STAGING_DIR, RESTORED_MARKER,
+    RestoreState, TableBuild, UNSYNCED_MARKER, UnsyncedRestore, available_space, check_data_file, check_restorable,
+    clear_restore_markers, restore_state,
+};
 pub use meta::{Column, ColumnType, SYMBOL_METADATA_KEY, TableMeta};
 pub use partition::PartitionBy;
 pub use paths::{db_dir, validate_table_name};
-pub use restore::{
-    DatabaseBuild, Install, RESTORE_FAILED_DIR, RESTORE_FAILED_FILE, RESTORE_STAGING_DIR, RESTORED_MARKER, TableBuild,
-    UNSYNCED_MARKER, UnsyncedRestore, available_space, check_data_file, check_no_failed_restore, check_restorable,
-    clear_restored_marker, restored_marker,
-};
-pub use snapshot::{PinId, Snapshot, TableSnapshot};
+pub use snapshot::{Pin, Snapshot, TableSnapshot};
 pub use storage::Storage;
 pub use table::{Table, TableWriter};
 

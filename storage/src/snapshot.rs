@@ -1,6 +1,6 @@
 //! Consistent views of all tables at one instant, and pins that keep their files alive.
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,31 @@ impl Snapshot {
     }
 }
 
-/// Handle of a pinned snapshot; release it with `Storage::unpin`.
+/// Identifies one pin in the table of pins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PinId(pub(crate) u64);
+pub(crate) struct PinId(pub(crate) u64);
+
+/// Every pinned snapshot, shared by the storage and the [`Pin`]s it handed out.
+pub(crate) type Pins = Arc<Mutex<BTreeMap<PinId, Snapshot>>>;
+
+/// A pinned snapshot: housekeeping deletes none of its files while this value
+/// lives. Dropping it releases the pin, so an early return or a panic of its
+/// holder cannot leave files held back until a restart.
+#[derive(Debug)]
+#[must_use = "the snapshot is unpinned as soon as this is dropped"]
+pub struct Pin {
+    id: PinId,
+    pins: Pins,
+}
+
+impl Pin {
+    pub(crate) fn new(id: PinId, pins: Pins) -> Self {
+        Self { id, pins }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.pins.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}

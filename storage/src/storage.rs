@@ -14,7 +14,7 @@ use crate::meta::TableMeta;
 use crate::paths::{
     COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name,
 };
-use crate::snapshot::{PinId, Snapshot, TableSnapshot};
+use crate::snapshot::{Pin, PinId, Pins, Snapshot, TableSnapshot};
 use crate::table::{Shared, Table};
 
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Storage {
     pub(crate) settings: HousekeepingSettings,
     pub(crate) tables: RwLock<BTreeMap<String, Arc<Table>>>,
     shared: Arc<Shared>,
-    pub(crate) pins: Mutex<BTreeMap<PinId, Snapshot>>,
+    pub(crate) pins: Pins,
     next_pin: AtomicU64,
     pub(crate) paused: AtomicUsize,
     /// Unreferenced paths and when housekeeping first saw them (micros).
@@ -74,7 +74,7 @@ impl Storage {
             settings,
             tables: RwLock::new(tables),
             shared,
-            pins: Mutex::new(BTreeMap::new()),
+            pins: Pins::default(),
             next_pin: AtomicU64::new(1),
             paused: AtomicUsize::new(0),
             orphans: Mutex::new(HashMap::new()),
@@ -240,28 +240,19 @@ impl Storage {
 
     /// Takes a snapshot of all tables and pins it in one step, so no file of it
     /// can be deleted between the two.
-    pub fn pin_current(&self) -> (PinId, Snapshot) {
+    pub fn pin_current(&self) -> (Pin, Snapshot) {
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.snapshot();
         let id = PinId(self.next_pin.fetch_add(1, Ordering::SeqCst));
         pins.insert(id, snapshot.clone());
-        (id, snapshot)
+        (Pin::new(id, self.pins.clone()), snapshot)
     }
 
-    /// Pins a snapshot recorded earlier (e.g. reloaded after a restart) until `unpin`.
-    pub fn pin(&self, snapshot: Snapshot) -> PinId {
+    /// Pins a snapshot recorded earlier (e.g. reloaded after a restart) while the returned value lives.
+    pub fn pin(&self, snapshot: Snapshot) -> Pin {
         let id = PinId(self.next_pin.fetch_add(1, Ordering::SeqCst));
         self.pins.lock().unwrap_or_else(|p| p.into_inner()).insert(id, snapshot);
-        id
-    }
-
-    /// Releases a pin; returns false if it was not held.
-    pub fn unpin(&self, id: PinId) -> bool {
-        self.pins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id)
-            .is_some()
+        Pin::new(id, self.pins.clone())
     }
 
     /// Stops merges and deletions until a matching `resume_housekeeping`.

@@ -208,7 +208,7 @@ fn pinned_files_survive_until_unpinned_and_pause_stops_everything() {
     assert_eq!(files_on_disk(dir.path()), 2);
 
     s.pause_housekeeping();
-    assert!(s.unpin(pin));
+    drop(pin);
     assert!(housekeep_fully(&s, &clock).paused);
     assert_eq!(files_on_disk(dir.path()), 2);
     s.resume_housekeeping();
@@ -287,12 +287,12 @@ fn checkpoint_rollback_restores_recorded_state_and_brings_back_dropped_tables() 
 
     let loaded = read_checkpoint(dir.path()).unwrap().unwrap();
     assert_eq!(loaded, record);
-    let report = restore_checkpoint(dir.path(), &loaded).unwrap();
+    let report = rollback_to_checkpoint(dir.path(), &loaded).unwrap();
     assert_eq!(report.tables_restored, 2);
     assert_eq!(report.tables_brought_back, vec!["b".to_string()]);
     assert_eq!(report.tables_removed, vec!["c".to_string()]);
     // Idempotent: a crash mid-restore is repaired by running it again.
-    restore_checkpoint(dir.path(), &loaded).unwrap();
+    rollback_to_checkpoint(dir.path(), &loaded).unwrap();
     remove_checkpoint(dir.path()).unwrap();
     assert!(read_checkpoint(dir.path()).unwrap().is_none());
 
@@ -313,7 +313,7 @@ fn checkpoint_rollback_refuses_an_incomplete_copy_and_changes_nothing() {
     s.create_table(meta_named("later"), false).unwrap();
     let file = a.file_path(&a.commit().files[0]);
     std::fs::remove_file(&file).unwrap();
-    let err = restore_checkpoint(dir.path(), &record).unwrap_err();
+    let err = rollback_to_checkpoint(dir.path(), &record).unwrap_err();
     assert!(err.to_string().contains("table 'a'"), "{err}");
     assert!(
         dir.path().join("db/later").is_dir(),
@@ -323,7 +323,7 @@ fn checkpoint_rollback_refuses_an_incomplete_copy_and_changes_nothing() {
     let mut wrong = record.clone();
     wrong.data_id = "00000000-0000-0000-0000-000000000000".into();
     assert!(
-        restore_checkpoint(dir.path(), &wrong)
+        rollback_to_checkpoint(dir.path(), &wrong)
             .unwrap_err()
             .to_string()
             .contains("belongs to database")
@@ -401,15 +401,28 @@ fn a_restored_database_is_marked_unsynced_until_made_durable_and_can_be_discarde
     let data_id = uuid::Uuid::now_v7().to_string();
     let unsynced = build.finish(&data_id, &[]).unwrap();
     let db = db_dir(root.path());
-    assert!(db.join(UNSYNCED_MARKER).exists() && !restored_marker(root.path()));
+    assert!(db.join(UNSYNCED_MARKER).exists());
     drop(unsynced);
-    let found = UnsyncedRestore::find(root.path()).expect("the marker outlives the process");
+    let RestoreState::Unsynced(found) = restore_state(root.path()) else {
+        panic!("the marker outlives the process");
+    };
     found.make_durable().unwrap();
-    assert!(!db.join(UNSYNCED_MARKER).exists() && restored_marker(root.path()));
-    assert!(UnsyncedRestore::find(root.path()).is_none());
+    assert!(!db.join(UNSYNCED_MARKER).exists());
+    assert!(matches!(restore_state(root.path()), RestoreState::Completed));
+    // A crash between the completion marker and the unsynced marker's removal: completed.
+    std::fs::write(db.join(UNSYNCED_MARKER), b"").unwrap();
+    assert!(matches!(restore_state(root.path()), RestoreState::Completed));
+    clear_restore_markers(root.path()).unwrap();
+    assert!(matches!(restore_state(root.path()), RestoreState::Clean));
 
     std::fs::write(db.join(UNSYNCED_MARKER), b"").unwrap();
-    UnsyncedRestore::find(root.path()).unwrap().discard().unwrap();
+    let RestoreState::Unsynced(found) = restore_state(root.path()) else {
+        panic!("unsynced again");
+    };
+    found.discard().unwrap();
     assert!(!db.exists());
     check_restorable(root.path()).unwrap();
+    std::fs::write(root.path().join(RESTORE_FAILED_FILE), b"t\twhy\n").unwrap();
+    assert!(matches!(restore_state(root.path()), RestoreState::Failed { .. }));
+    assert!(check_restorable(root.path()).is_err());
 }

@@ -55,9 +55,9 @@ pub(crate) fn conform(meta: &TableMeta, schema: &SchemaRef, batch: &RecordBatch)
     if let Some(i) = meta.timestamp_index()
         && columns[i].null_count() > 0
     {
-        return Err(StorageError::InvalidData {
+        return Err(StorageError::NullTimestamp {
             table: meta.name.clone(),
-            reason: format!("designated timestamp column '{}' cannot be NULL", meta.columns[i].name),
+            column: meta.columns[i].name.clone(),
         });
     }
     RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)

@@ -72,6 +72,11 @@ fn manifest_rows(m: &serde_json::Value) -> u64 {
         .sum()
 }
 
+/// A backup that completed, whether or not its retention pass deleted anything.
+pub(crate) fn completed(r: &std::collections::HashMap<String, Option<String>>) -> bool {
+    ["backup complete", "cleanup complete"].contains(&field(r, "status").as_str())
+}
+
 pub(crate) fn store_opts(store: &Path) -> Options {
     Options::default().conf("backup.object.store", &format!("fs::root={};", store.display()))
 }
@@ -120,9 +125,10 @@ async fn first_backup_uploads_everything_then_only_what_changed() {
     for col in &cols {
         assert!(first.contains_key(*col), "backups() lacks {col}");
     }
-    assert_eq!(field(first, "status"), "cleanup complete");
+    // Retention had nothing to delete: QuestDB's final status for that.
+    assert_eq!(field(first, "status"), "backup complete");
     assert_eq!(field(first, "backup_timestamp"), ts);
-    assert_eq!(field(first, "progress_percent"), "100.0");
+    assert_eq!(field(first, "progress_percent"), "100");
     assert_eq!(field(first, "files_total"), "30");
     assert_eq!(field(first, "files_uploaded"), "30");
     let inst = instance_dir(store.path());
@@ -186,7 +192,7 @@ async fn first_backup_uploads_everything_then_only_what_changed() {
     let c = server.connect().await;
     let after = backups(&c).await;
     assert_eq!(after.len(), before);
-    assert!(after.iter().all(|r| field(r, "status") == "cleanup complete"));
+    assert!(after.iter().all(|r| field(r, "status") == "backup complete"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,7 +281,7 @@ async fn abort_one_at_a_time_and_the_next_backup_completes() {
     // Aborting with nothing running is a notice.
     c.batch_execute("BACKUP ABORT").await.unwrap();
     c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
-    assert_eq!(field(&backups(&c).await[0], "status"), "cleanup complete");
+    assert_eq!(field(&backups(&c).await[0], "status"), "backup complete");
     assert_eq!(manifest_rows(&manifests(store.path())[0]), 1_200_000);
 }
 
@@ -295,6 +301,7 @@ async fn retention_keeps_the_latest_n_and_no_unreferenced_files() {
     c.batch_execute("CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY")
         .await
         .unwrap();
+    let mut statuses = Vec::new();
     for day in 1..=4 {
         c.execute(&format!("INSERT INTO t VALUES ('2024-01-0{day}', {day})"), &[])
             .await
@@ -306,7 +313,26 @@ async fn retention_keeps_the_latest_n_and_no_unreferenced_files() {
                 .unwrap();
         }
         c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+        statuses.push(field(&backups(&c).await[0], "status"));
     }
+    // QuestDB's life cycle: `backup complete` when retention had nothing to
+    // delete, `cleanup complete` once it deleted older backups.
+    assert_eq!(
+        statuses,
+        [
+            "backup complete",
+            "backup complete",
+            "cleanup complete",
+            "cleanup complete"
+        ]
+    );
+    let history = instance_dir(store.path()).join("history");
+    let newest = files_in(&history).into_iter().max().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    assert_eq!(
+        record["status"], "cleanup complete",
+        "the store's history says the same"
+    );
     let ms = manifests(store.path());
     assert_eq!(ms.len(), 2);
     let referenced: std::collections::HashSet<String> = ms
@@ -351,6 +377,28 @@ async fn backing_up_into_another_databases_instance_is_refused() {
         .unwrap_err();
     let msg = format!("{err:?}");
     assert!(msg.contains("belongs to another database"), "{msg}");
+    assert!(msg.contains("Data ID mismatch"), "QuestDB's words for it: {msg}");
+    assert_eq!(sqlstate(&err), "55000", "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_store_fails_the_backup_with_an_io_sqlstate_and_no_secret() {
+    let root = temp_root();
+    // Nothing listens on port 1 of the loopback.
+    let conn = "s3::bucket=b;region=us-east-1;access_key_id=AKID;secret_access_key=TOPSECRET;\
+                endpoint=http://127.0.0.1:1;allow_http=true;";
+    let server = Server::start(root.path(), Options::default().conf("backup.object.store", conn));
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY")
+        .await
+        .unwrap();
+    let err = c.query_one("BACKUP DATABASE", &[]).await.unwrap_err();
+    let msg = format!("{err:?}");
+    assert_eq!(sqlstate(&err), "58030", "{msg}");
+    assert!(
+        !msg.contains("TOPSECRET") && !server.stderr().contains("TOPSECRET"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,11 +486,7 @@ async fn scheduled_backups_run_and_show_in_backups() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let done = backups(&c)
-            .await
-            .iter()
-            .filter(|r| field(r, "status") == "cleanup complete")
-            .count();
+        let done = backups(&c).await.iter().filter(|r| completed(r)).count();
         if done >= 2 {
             break;
         }
@@ -477,10 +521,7 @@ async fn a_schedule_tick_while_a_backup_runs_is_skipped_and_logged() {
     while !server
         .stderr()
         .contains("scheduled backup skipped: the previous backup is still running")
-        || !backups(&c)
-            .await
-            .iter()
-            .any(|r| field(r, "status") == "cleanup complete")
+        || !backups(&c).await.iter().any(completed)
     {
         assert!(Instant::now() < deadline, "no skipped tick: {}", server.stderr());
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -136,3 +136,48 @@ async fn a_bad_key_is_a_clear_startup_error_that_does_not_echo_it() {
     assert!(stderr.contains("backup.encryption.key"), "{stderr}");
     assert!(!stderr.contains(bad), "{stderr}");
 }
+
+/// The `_backup_restore` block of the README, exactly as a user copies it.
+fn readme_trigger() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("# ROOT/_backup_restore")
+        .expect("the README shows a trigger file");
+    let block = &readme[start..];
+    block[..block.find("```").unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_trigger_with_a_key_file_restores_an_encrypted_backup_exactly() {
+    let (root, store, secure) = (temp_root(), temp_root(), temp_root());
+    let server = Server::start(
+        root.path(),
+        store_opts(store.path()).env("STRATA_BACKUP_ENCRYPTION_KEY", KEY),
+    );
+    let expected = load_and_back_up(&server).await;
+    let c = server.connect().await;
+    let row = c
+        .query_one("SELECT backup_timestamp, instance_name FROM backups() LIMIT 1", &[])
+        .await
+        .unwrap();
+    let (timestamp, instance): (String, String) = (row.get(0), row.get(1));
+    drop(c);
+    server.stop();
+    let key_path = secure.path().join("backup.key");
+    std::fs::write(&key_path, KEY).unwrap();
+
+    // Every line as the README has it; only the example paths, name and time are this test's.
+    let trigger = readme_trigger()
+        .replace("/mnt/backups", &store.path().display().to_string())
+        .replace("gentle-forest-orchid", &instance)
+        .replace("2024-08-24T12:34:56.789123Z", &timestamp)
+        .replace("/secure/backup.key", &key_path.display().to_string());
+    assert!(trigger.contains("backup.encryption.key.file="), "{trigger}");
+    let target = temp_root();
+    std::fs::write(target.path().join("_backup_restore"), &trigger).unwrap();
+    // No key in server.conf or the environment: the trigger's key file is the only one.
+    let restored = Server::start(target.path(), Options::default());
+    let c = restored.connect().await;
+    assert_eq!(table_digest(&c, "t").await, expected);
+    assert!(!restored.stderr().contains(KEY), "the key must not be logged");
+}

@@ -140,7 +140,7 @@ async fn trigger_and_cli_restore_bring_back_exactly_the_backed_up_state() {
     let ts3 = backup_wait(&cb).await;
     let newest = &backups(&cb).await[0];
     assert_eq!(field(newest, "backup_timestamp"), ts3);
-    assert_eq!(field(newest, "status"), "cleanup complete");
+    assert!(crate::backup::completed(newest), "{newest:?}");
     assert_eq!(field(newest, "files_uploaded"), "0", "{newest:?}");
 
     // An older backup, through the CLI.
@@ -342,6 +342,12 @@ async fn corrupt_or_missing_objects_fail_restore_cleanly_and_verify_names_them()
 
     let row = c.query_one("VERIFY BACKUP LATEST", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>("status"), "corrupt");
+    let err = c
+        .batch_execute(&format!("RESTORE TABLE {table} FROM BACKUP LATEST AS restored_copy"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "XX001", "a corrupt backup is data corruption: {err:?}");
+    assert!(format!("{err:?}").contains(&victim_name), "{err:?}");
     assert_eq!(row.get::<_, i64>("problems"), 1);
     assert!(row.get::<_, String>("details").contains(&victim_name));
     let out = verify_cli();

@@ -93,7 +93,7 @@ async fn backup_to_s3_and_bad_credentials_fail_without_leaking_the_secret() {
     .unwrap();
     c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
     let status: String = c.query_one("SELECT status FROM backups()", &[]).await.unwrap().get(0);
-    assert_eq!(status, "cleanup complete");
+    assert_eq!(status, "backup complete");
     let manifests = std::fs::read_dir(s3.dir.path().join("backups/_backup"))
         .unwrap()
         .flatten()

@@ -251,17 +251,46 @@ pub fn check_restorable(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Refuses to go on while the artifacts of a failed restore are in `root`.
-pub fn check_no_failed_restore(root: &Path) -> Result<()> {
-    let failed_dir = root.join(RESTORE_FAILED_DIR);
-    let failed_file = root.join(RESTORE_FAILED_FILE);
-    if failed_dir.exists() || failed_file.exists() {
-        return Err(StorageError::FailedRestoreFound {
-            dir: failed_dir,
-            file: failed_file,
-        });
+/// What earlier restores left in a root, asked once at startup.
+#[derive(Debug)]
+pub enum RestoreState {
+    /// Nothing: no restore, or one whose markers are all gone.
+    Clean,
+    /// A restore failed and left its tables in `dir` and their list in `file`
+    /// for the operator; nothing may start until both are removed.
+    Failed { dir: PathBuf, file: PathBuf },
+    /// A restored database is in place but its files may not have reached disk
+    /// (a crash or power cut came before its sync).
+    Unsynced(UnsyncedRestore),
+    /// A restore completed and is durable; its trigger file and markers may
+    /// still be there ([`clear_restore_markers`] once the trigger is gone).
+    Completed,
+}
+
+/// The state the restore markers of `root` describe.
+pub fn restore_state(root: &Path) -> RestoreState {
+    let (dir, file) = (root.join(RESTORE_FAILED_DIR), root.join(RESTORE_FAILED_FILE));
+    let db = db_dir(root);
+    if dir.exists() || file.exists() {
+        RestoreState::Failed { dir, file }
+    } else if db.join(RESTORED_MARKER).exists() {
+        // Written only after the sync, so an unsynced marker beside it is stale.
+        RestoreState::Completed
+    } else if db.join(UNSYNCED_MARKER).exists() {
+        RestoreState::Unsynced(UnsyncedRestore {
+            root: root.to_path_buf(),
+        })
+    } else {
+        RestoreState::Clean
     }
-    Ok(())
+}
+
+/// Refuses to go on while the artifacts of a failed restore are in `root`.
+fn check_no_failed_restore(root: &Path) -> Result<()> {
+    match restore_state(root) {
+        RestoreState::Failed { dir, file } => Err(StorageError::FailedRestoreFound { dir, file }),
+        _ => Ok(()),
+    }
 }
 
 /// A whole database being assembled in `ROOT/.restore_staging/db`.
@@ -356,14 +385,7 @@ pub struct UnsyncedRestore {
 }
 
 impl UnsyncedRestore {
-    /// The restore published in `root` that has not been made durable, if any.
-    pub fn find(root: &Path) -> Option<Self> {
-        db_dir(root).join(UNSYNCED_MARKER).exists().then(|| Self {
-            root: root.to_path_buf(),
-        })
-    }
-
-    /// Syncs the file system, then marks the restore complete ([`restored_marker`]).
+    /// Syncs the file system, then marks the restore complete ([`RestoreState::Completed`]).
     pub fn make_durable(self) -> Result<()> {
         sync_filesystem(&self.root)?;
         let db = db_dir(&self.root);
@@ -381,24 +403,23 @@ impl UnsyncedRestore {
     }
 }
 
-/// True if `root` holds a restored database whose completion marker is still
-/// there (the restore finished and is durable; its trigger file may not have
-/// been removed yet).
-pub fn restored_marker(root: &Path) -> bool {
-    db_dir(root).join(RESTORED_MARKER).exists()
-}
-
-/// Removes the completion marker of a restore (after its trigger file is gone).
-pub fn clear_restored_marker(root: &Path) -> Result<()> {
-    let marker = db_dir(root).join(RESTORED_MARKER);
-    match std::fs::remove_file(&marker) {
-        Ok(()) => fsync_dir(&db_dir(root)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::Io {
-            context: format!("removing {}", marker.display()),
-            source: e,
-        }),
+/// Removes the markers of a completed restore (after its trigger file is gone).
+pub fn clear_restore_markers(root: &Path) -> Result<()> {
+    let db = db_dir(root);
+    for marker in [UNSYNCED_MARKER, RESTORED_MARKER] {
+        let path = db.join(marker);
+        match std::fs::remove_file(&path) {
+            Ok(()) => fsync_dir(&db)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StorageError::Io {
+                    context: format!("removing {}", path.display()),
+                    source: e,
+                });
+            }
+        }
     }
+    Ok(())
 }
 
 /// Bytes free for an unprivileged writer on the file system holding `path`.
