@@ -10,6 +10,7 @@ mod ddl_and_errors;
 mod disk_full;
 mod encryption;
 mod housekeeping;
+mod logs;
 mod queries;
 mod restore;
 mod s3;
