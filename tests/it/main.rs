@@ -5,6 +5,7 @@ mod harness;
 mod backup;
 mod backup_crash;
 mod checkpoint;
+mod clients;
 mod crash;
 mod ddl_and_errors;
 mod disk_full;
