@@ -73,6 +73,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -99,6 +103,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Colour codes only for a person at a terminal: in a file or a pipe
+/// (`strata serve > server.log 2>&1`, journald, a log shipper) they are noise.
+/// A non-empty `NO_COLOR` turns colour off everywhere (<https://no-color.org>).
+fn log_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Error>> {
@@ -165,5 +176,18 @@ impl StopSignals {
             return;
         }
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("".into())), "an empty NO_COLOR does not count");
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None), "a file or a pipe gets no escapes");
     }
 }

@@ -1,17 +1,24 @@
 //! Client authentication: SCRAM-SHA-256 when `pg.password` is set, otherwise
 //! trust for the configured user (allowed only on loopback binds, see config).
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use futures::Sink;
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
-use pgwire::api::{ClientInfo, ConnectionManager};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler, finish_authentication,
+    protocol_negotiation, save_startup_parameters_to_metadata,
+};
+use pgwire::api::{
+    ClientInfo, ConnectionGuard, ConnectionHandle, ConnectionManager, METADATA_USER, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+use crate::compat;
 
 const SCRAM_ITERATIONS: usize = 4096;
 
@@ -89,24 +96,32 @@ impl AuthSource for PasswordSource {
 }
 
 /// Trust: no password, but the user name must still be the configured one.
+///
+/// pgwire's `NoopStartupHandler` would do, but it always announces pgwire's own
+/// `server_version` (`16.6-pgwire-0.41.1`); this is its sequence with ours.
 pub(crate) struct TrustStartup {
     user: String,
     connections: Arc<ConnectionManager>,
 }
 
-#[async_trait]
-impl NoopStartupHandler for TrustStartup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
-    }
+/// Process ids and cancel keys for trust connections, shared by all of them so
+/// process ids stay unique.
+static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> = LazyLock::new(RandomPidSecretKeyGenerator::default);
 
-    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+#[async_trait]
+impl StartupHandler for TrustStartup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        let PgWireFrontendMessage::Startup(startup) = &message else {
+            return Ok(());
+        };
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
         if user != self.user {
             return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "FATAL".into(),
@@ -114,7 +129,13 @@ impl NoopStartupHandler for TrustStartup {
                 format!("role \"{user}\" does not exist"),
             ))));
         }
-        Ok(())
+        let (pid, secret_key) = PID_GENERATOR.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
+        // What pgwire's own handlers do, so cancel requests find this connection.
+        let (handle, guard) = self.connections.register(pid, secret_key);
+        client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert::<ConnectionGuard>(guard);
+        finish_authentication(client, &*compat::server_parameters()).await
     }
 }
 
@@ -140,7 +161,7 @@ impl Startup {
                 let mut scram = ScramAuth::new(source.clone() as Arc<dyn AuthSource>);
                 scram.set_iterations(SCRAM_ITERATIONS);
                 LoginStartup::Scram(
-                    SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+                    SASLAuthStartupHandler::new(compat::server_parameters())
                         .with_scram(scram)
                         .with_connection_manager(connections),
                 )

@@ -136,6 +136,10 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
                 ],
             )
         }
+        Command::Savepoint { tag } => Ok(done(tag)),
+        // The statement itself is dropped by the wire layer, which owns them.
+        Command::Deallocate { name } => Ok(done(if name.is_some() { "DEALLOCATE" } else { "DEALLOCATE ALL" })),
+        Command::ShowSetting { value, .. } => rows(cmd, "SHOW", vec![text(value)]),
         Command::CopyFrom(copy) => {
             let table = db
                 .storage()

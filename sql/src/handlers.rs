@@ -58,10 +58,20 @@ impl Service {
 
     async fn run<C>(&self, client: &mut C, cmd: &Command, format: &Format) -> PgWireResult<Response>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Command::Deallocate { name: Some(name) } = cmd {
+            if client.portal_store().get_statement(name).is_none() {
+                return Err(SqlError::new("26000", format!("prepared statement \"{name}\" does not exist")).into_pg());
+            }
+            client.portal_store().rm_statement(name);
+        }
+        // DEALLOCATE ALL leaves them: pgwire's store cannot list them, and they go
+        // with the connection (clients name each new one afresh, and a Parse
+        // under a taken name replaces it).
         match execute(&self.db, cmd).await.map_err(SqlError::into_pg)? {
             Outcome::Done { tag, notice } => {
                 if let Some(n) = notice {

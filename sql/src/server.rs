@@ -25,6 +25,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     setup_pg_catalog(&db.context(), CATALOG, EmptyContextProvider)
         .map_err(|e| std::io::Error::other(format!("setting up pg_catalog: {e}")))?;
+    crate::compat::register(&db.context());
+    crate::catalog_subqueries::register(&db.context());
+    crate::pg_functions::register(&db.context())
+        .await
+        .map_err(|e| std::io::Error::other(format!("registering PostgreSQL functions: {e}")))?;
     let settings = db.settings();
     let tls_for_remote = tls.is_some() && !settings.allow_cleartext_remote;
     let auth = Auth::new(

@@ -51,6 +51,27 @@ pub enum Command {
         /// `None` for LATEST.
         timestamp: Option<String>,
     },
+    /// `SAVEPOINT name`, `RELEASE [SAVEPOINT] name`, `ROLLBACK [WORK | TRANSACTION]
+    /// TO [SAVEPOINT] name`: accepted and ignored, as `BEGIN`/`COMMIT` are, because
+    /// every statement commits on its own; clients nest transactions (psycopg's
+    /// `conn.transaction()` inside one, SQLAlchemy's `begin_nested()`) and fail on
+    /// an error here. The tag is the command's (`SAVEPOINT`, `RELEASE`, `ROLLBACK`).
+    Savepoint {
+        tag: &'static str,
+    },
+    /// `DEALLOCATE [PREPARE] name | ALL`: drops a prepared statement of the
+    /// connection (`None`: all of them). psycopg sends it after a ROLLBACK;
+    /// DataFusion would look for a SQL-level `PREPARE` instead and fail.
+    Deallocate {
+        name: Option<String>,
+    },
+    /// `SHOW server_version` and the like, answered with our PostgreSQL version
+    /// (datafusion-postgres answers `datafusion 55.2.0 on datafusion-postgres 0.19.0`,
+    /// which clients cannot parse).
+    ShowSetting {
+        name: &'static str,
+        value: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +107,7 @@ impl Command {
                 f.push(Field::new("details", DataType::Utf8, false));
                 f
             }
+            Self::ShowSetting { name, .. } => vec![Field::new(*name, DataType::Utf8, false)],
             _ => return None,
         };
         Some(Arc::new(Schema::new(fields)))
@@ -193,6 +215,16 @@ pub fn split_and_parse(sql: &str) -> Result<Vec<Parsed>, SqlError> {
     Ok(out)
 }
 
+/// Every form `parse_command` accepts after `BACKUP`, for the syntax hint.
+const BACKUP_FORMS: &str = "BACKUP DATABASE [WAIT], BACKUP DATABASE ESTIMATE or BACKUP ABORT";
+/// The `RESTORE TABLE` grammar `parse_restore_table` accepts, for the syntax hint.
+const RESTORE_FORM: &str =
+    "RESTORE TABLE t FROM BACKUP '<timestamp>' | LATEST [AS t2] [WHERE ...] [WITH (policy = 'fail' | 'replace')]";
+/// The `VERIFY BACKUP` grammar, for the syntax hint.
+const VERIFY_FORM: &str = "VERIFY BACKUP '<timestamp>' | LATEST";
+/// Every form accepted after `CHECKPOINT`, for the syntax hint.
+const CHECKPOINT_FORMS: &str = "CHECKPOINT CREATE or CHECKPOINT RELEASE";
+
 /// Parses one statement's significant tokens; `None` if it is not one of ours.
 pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
     let mut c = Cursor { toks, pos: 0 };
@@ -227,29 +259,78 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
             return Err(syntax("expected LIST or WHERE after DROP PARTITION"));
         }
     } else if c.eat_words(&["BACKUP", "DATABASE"]) {
-        if c.eat_word("ESTIMATE") {
+        let cmd = if c.eat_word("ESTIMATE") {
             Command::BackupEstimate
         } else {
             Command::BackupDatabase {
                 wait: c.eat_word("WAIT"),
             }
+        };
+        // A mistyped option (`BACKUP DATABASE ESTIMAT`) gets the list of forms.
+        if let Some(t) = c.peek() {
+            return Err(syntax(format!("expected {BACKUP_FORMS} but found '{t}'")));
         }
+        cmd
     } else if c.eat_words(&["BACKUP", "ABORT"]) {
         Command::BackupAbort
     } else if c.eat_word("BACKUP") {
-        return Err(syntax("expected BACKUP DATABASE [WAIT] or BACKUP ABORT"));
+        return Err(syntax(format!("expected {BACKUP_FORMS}")));
     } else if c.eat_words(&["RESTORE", "TABLE"]) {
         Command::RestoreTable(parse_restore_table(&mut c)?)
+    } else if c.eat_word("RESTORE") {
+        return Err(syntax(format!(
+            "expected {RESTORE_FORM} (a whole database is restored offline: `strata restore` or the _backup_restore trigger file)"
+        )));
     } else if c.eat_words(&["VERIFY", "BACKUP"]) {
         Command::VerifyBackup {
             timestamp: backup_timestamp(&mut c)?,
         }
+    } else if c.eat_word("VERIFY") {
+        return Err(syntax(format!("expected {VERIFY_FORM}")));
     } else if c.eat_words(&["CHECKPOINT", "CREATE"]) {
         Command::CheckpointCreate
     } else if c.eat_words(&["CHECKPOINT", "RELEASE"]) {
         Command::CheckpointRelease
     } else if c.eat_word("CHECKPOINT") {
-        return Err(syntax("expected CHECKPOINT CREATE or CHECKPOINT RELEASE"));
+        return Err(syntax(format!("expected {CHECKPOINT_FORMS}")));
+    } else if c.eat_word("SAVEPOINT") {
+        c.ident("savepoint name")?;
+        Command::Savepoint { tag: "SAVEPOINT" }
+    } else if c.eat_word("RELEASE") {
+        c.eat_word("SAVEPOINT");
+        c.ident("savepoint name")?;
+        Command::Savepoint { tag: "RELEASE" }
+    } else if c.eat_word("ROLLBACK") {
+        let _ = c.eat_word("WORK") || c.eat_word("TRANSACTION");
+        if !c.eat_word("TO") {
+            // A plain ROLLBACK ends the transaction: datafusion-postgres handles it.
+            return Ok(None);
+        }
+        c.eat_word("SAVEPOINT");
+        c.ident("savepoint name")?;
+        Command::Savepoint { tag: "ROLLBACK" }
+    } else if c.eat_word("DEALLOCATE") {
+        c.eat_word("PREPARE");
+        let name = if c.eat_word("ALL") {
+            None
+        } else {
+            // Statement names are case-sensitive on the wire; quoted or not, keep them.
+            match c.next() {
+                Some(Token::Word(w)) => Some(w.value.clone()),
+                other => {
+                    return Err(syntax(format!(
+                        "expected a prepared statement name or ALL but found {}",
+                        describe(other)
+                    )));
+                }
+            }
+        };
+        Command::Deallocate { name }
+    } else if c.eat_word("SHOW") {
+        match show_setting(&mut c) {
+            Some(cmd) => cmd,
+            None => return Ok(None),
+        }
     } else if c.eat_word("COPY") {
         match parse_copy(&mut c)? {
             Some(copy) => Command::CopyFrom(copy),
@@ -262,6 +343,18 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
         return Err(syntax(format!("unexpected '{t}' at the end of the statement")));
     }
     Ok(Some(cmd))
+}
+
+/// The settings `SHOW` answers from here rather than from datafusion-postgres.
+fn show_setting(c: &mut Cursor<'_>) -> Option<Command> {
+    let (name, value) = [
+        ("server_version", crate::compat::PG_VERSION),
+        ("server_version_num", crate::compat::PG_VERSION_NUM),
+    ]
+    .into_iter()
+    .find(|(name, _)| c.word_at(0).is_some_and(|w| w.value.eq_ignore_ascii_case(name)) && c.toks.len() == c.pos + 1)?;
+    c.pos += 1;
+    Some(Command::ShowSetting { name, value })
 }
 
 struct Cursor<'a> {
@@ -378,7 +471,7 @@ fn parse_restore_table(c: &mut Cursor<'_>) -> Result<RestoreTable, SqlError> {
     let table = c.ident("table name")?;
     if !c.eat_words(&["FROM", "BACKUP"]) {
         return Err(syntax(format!(
-            "expected FROM BACKUP '<timestamp>' | LATEST but found {}",
+            "expected FROM BACKUP '<timestamp>' | LATEST but found {} (the form is {RESTORE_FORM})",
             describe(c.peek())
         )));
     }
@@ -834,6 +927,145 @@ mod tests {
         assert_eq!(one("BACKUP DATABASE ESTIMATE"), Command::BackupEstimate);
         assert!(split_and_parse("BACKUP TABLE t").is_err());
         assert!(split_and_parse("BACKUP DATABASE now").is_err());
+    }
+
+    /// The message of the syntax error `sql` gives.
+    fn syntax_hint(sql: &str) -> String {
+        let e = split_and_parse(sql).expect_err(sql);
+        assert_eq!(e.code, crate::error::sqlstate::SYNTAX_ERROR, "{sql}");
+        e.message
+    }
+
+    /// Each hint names every form the parser accepts, and each form it names parses.
+    #[test]
+    fn syntax_hints_list_every_accepted_form() {
+        for bad in [
+            "BACKUP",
+            "BACKUP TABLE t",
+            "BACKUP DATABASE now",
+            "BACKUP DATABASE ESTIMAT",
+        ] {
+            let hint = syntax_hint(bad);
+            for form in ["BACKUP DATABASE [WAIT],", "BACKUP DATABASE ESTIMATE", "BACKUP ABORT"] {
+                assert!(hint.contains(form), "{bad}: {hint}");
+            }
+        }
+        for form in [
+            "BACKUP DATABASE",
+            "BACKUP DATABASE WAIT",
+            "BACKUP DATABASE ESTIMATE",
+            "BACKUP ABORT",
+        ] {
+            one(form);
+        }
+
+        for bad in ["CHECKPOINT", "CHECKPOINT START"] {
+            let hint = syntax_hint(bad);
+            assert!(
+                hint.contains("CHECKPOINT CREATE or CHECKPOINT RELEASE"),
+                "{bad}: {hint}"
+            );
+        }
+
+        for bad in [
+            "RESTORE t",
+            "RESTORE DATABASE",
+            "RESTORE TABLE t",
+            "RESTORE TABLE t BACKUP LATEST",
+        ] {
+            let hint = syntax_hint(bad);
+            for part in [
+                "RESTORE TABLE t FROM BACKUP '<timestamp>' | LATEST",
+                "[AS t2]",
+                "[WHERE ...]",
+                "policy = 'fail' | 'replace'",
+            ] {
+                assert!(hint.contains(part), "{bad}: {hint}");
+            }
+        }
+        for form in [
+            "RESTORE TABLE t FROM BACKUP '2024-08-24T12:34:56.789123Z'",
+            "RESTORE TABLE t FROM BACKUP LATEST AS t2 WHERE ts < '2024-06-01' WITH (policy = 'fail')",
+            "RESTORE TABLE t FROM BACKUP LATEST WITH (policy = 'replace')",
+        ] {
+            one(form);
+        }
+
+        for bad in ["VERIFY", "VERIFY LATEST"] {
+            let hint = syntax_hint(bad);
+            assert!(hint.contains("VERIFY BACKUP '<timestamp>' | LATEST"), "{bad}: {hint}");
+        }
+        one("VERIFY BACKUP LATEST");
+        one("VERIFY BACKUP '2024-08-24T12:34:56.789123Z'");
+    }
+
+    #[test]
+    fn savepoints_are_ours_plain_rollback_is_not() {
+        for (sql, tag) in [
+            ("SAVEPOINT \"_pg3_1\"", "SAVEPOINT"),
+            ("savepoint sa_savepoint_1", "SAVEPOINT"),
+            ("RELEASE \"_pg3_1\"", "RELEASE"),
+            ("RELEASE SAVEPOINT sp", "RELEASE"),
+            ("ROLLBACK TO \"_pg3_1\"", "ROLLBACK"),
+            ("ROLLBACK TO SAVEPOINT sp", "ROLLBACK"),
+            ("rollback work to savepoint sp", "ROLLBACK"),
+            ("ROLLBACK TRANSACTION TO sp", "ROLLBACK"),
+        ] {
+            assert_eq!(one(sql), Command::Savepoint { tag }, "{sql}");
+        }
+        for other in ["ROLLBACK", "rollback work", "ROLLBACK TRANSACTION"] {
+            assert!(
+                matches!(split_and_parse(other).unwrap().as_slice(), [Parsed::Sql(_)]),
+                "{other}"
+            );
+        }
+        for bad in ["SAVEPOINT", "RELEASE", "ROLLBACK TO", "SAVEPOINT a b"] {
+            assert!(split_and_parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deallocate_forms() {
+        assert_eq!(one("DEALLOCATE ALL"), Command::Deallocate { name: None });
+        assert_eq!(one("deallocate prepare all"), Command::Deallocate { name: None });
+        assert_eq!(
+            one("DEALLOCATE _pg3_0"),
+            Command::Deallocate {
+                name: Some("_pg3_0".into())
+            }
+        );
+        assert_eq!(
+            one("DEALLOCATE PREPARE \"S_1\""),
+            Command::Deallocate {
+                name: Some("S_1".into())
+            }
+        );
+        assert!(split_and_parse("DEALLOCATE").is_err());
+        assert!(split_and_parse("DEALLOCATE a b").is_err());
+    }
+
+    #[test]
+    fn show_server_version_is_ours_other_settings_are_not() {
+        assert_eq!(
+            one("SHOW server_version"),
+            Command::ShowSetting {
+                name: "server_version",
+                value: crate::compat::PG_VERSION
+            }
+        );
+        assert_eq!(
+            one("show SERVER_VERSION_NUM;"),
+            Command::ShowSetting {
+                name: "server_version_num",
+                value: crate::compat::PG_VERSION_NUM
+            }
+        );
+        for other in ["SHOW search_path", "SHOW ALL", "SHOW server_version extra", "SHOW"] {
+            assert!(
+                matches!(split_and_parse(other).unwrap().as_slice(), [Parsed::Sql(_)]),
+                "{other}"
+            );
+        }
     }
 
     #[test]
