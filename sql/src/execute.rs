@@ -2,6 +2,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use engine::{CopyFormat, Database};
 use storage::TableMeta;
 
@@ -13,7 +14,7 @@ use crate::statements::{Command, CopyFrom};
 pub(crate) enum Outcome {
     /// A command tag such as `CREATE TABLE`, with an optional notice for the client.
     Done { tag: &'static str, notice: Option<String> },
-    /// Rows shaped as `Command::result_schema`, plus a tag.
+    /// Rows shaped as [`result_schema`], plus a tag.
     Rows { tag: &'static str, batch: RecordBatch },
     /// COPY FROM STDIN accepted: the client may now send `columns` columns of data.
     CopyIn { columns: usize },
@@ -160,8 +161,7 @@ fn text(v: &str) -> ArrayRef {
 }
 
 fn rows(cmd: &Command, tag: &'static str, columns: Vec<ArrayRef>) -> Result<Outcome, SqlError> {
-    let schema = cmd
-        .result_schema()
+    let schema = result_schema(cmd)
         .ok_or_else(|| SqlError::new(crate::error::sqlstate::INTERNAL_ERROR, "command has no result columns"))?;
     let batch = RecordBatch::try_new(schema, columns)
         .map_err(|e| SqlError::new(crate::error::sqlstate::INTERNAL_ERROR, e.to_string()))?;
@@ -184,4 +184,38 @@ pub(crate) async fn finish_copy(db: &Database, copy: &CopyFrom, data: Vec<u8>) -
         null: copy.null.clone(),
     };
     Ok(db.copy_in(&copy.table, format, data).await?)
+}
+
+/// The columns of the rows `cmd` returns (also sent before it runs, when a
+/// client asks to describe it); `None` for a plain command tag. Beside the code
+/// that fills them, so the two cannot drift apart.
+pub(crate) fn result_schema(cmd: &Command) -> Option<SchemaRef> {
+    let fields = match cmd {
+        Command::BackupDatabase { .. } => vec![Field::new("backup_timestamp", DataType::Utf8, false)],
+        Command::BackupEstimate => int_fields(&["files_to_upload", "bytes_to_upload", "files_reused", "bytes_reused"]),
+        Command::RestoreTable(_) => {
+            let mut f = vec![
+                Field::new("table_name", DataType::Utf8, false),
+                Field::new("backup_timestamp", DataType::Utf8, false),
+            ];
+            f.extend(int_fields(&["files", "rows", "bytes", "fetched_bytes"]));
+            f
+        }
+        Command::VerifyBackup { .. } => {
+            let mut f = vec![
+                Field::new("backup_timestamp", DataType::Utf8, false),
+                Field::new("status", DataType::Utf8, false),
+            ];
+            f.extend(int_fields(&["tables", "files", "bytes", "problems"]));
+            f.push(Field::new("details", DataType::Utf8, false));
+            f
+        }
+        Command::ShowSetting { name, .. } => vec![Field::new(*name, DataType::Utf8, false)],
+        _ => return None,
+    };
+    Some(Arc::new(Schema::new(fields)))
+}
+
+fn int_fields(names: &[&str]) -> Vec<Field> {
+    names.iter().map(|n| Field::new(*n, DataType::Int64, false)).collect()
 }

@@ -217,7 +217,7 @@ impl QueryParser for WrapParser {
         if stmt.1.is_none()
             && let Some(cmd) = single_command(&stmt.0)
         {
-            return match cmd.result_schema() {
+            return match crate::execute::result_schema(&cmd) {
                 Some(schema) => arrow_schema_to_pg_fields(&schema, column_format.unwrap_or(&Format::UnifiedText), None),
                 None => Ok(Vec::new()),
             };

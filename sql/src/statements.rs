@@ -3,9 +3,7 @@
 //! We tokenize with sqlparser (so quoting and comments behave like SQL),
 //! split a query string into statements, and turn ours into [`Command`]s.
 //! Anything else is handed to DataFusion unchanged.
-use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser;
 use sqlparser::ast::{BinaryOperator, Expr, Value};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -82,40 +80,6 @@ pub struct RestoreTable {
     pub target: String,
     pub replace: bool,
     pub bounds: Option<TimeBounds>,
-}
-
-impl Command {
-    /// The columns of the rows this command returns; `None` for a plain command tag.
-    pub fn result_schema(&self) -> Option<SchemaRef> {
-        let fields = match self {
-            Self::BackupDatabase { .. } => vec![Field::new("backup_timestamp", DataType::Utf8, false)],
-            Self::BackupEstimate => int_fields(&["files_to_upload", "bytes_to_upload", "files_reused", "bytes_reused"]),
-            Self::RestoreTable(_) => {
-                let mut f = vec![
-                    Field::new("table_name", DataType::Utf8, false),
-                    Field::new("backup_timestamp", DataType::Utf8, false),
-                ];
-                f.extend(int_fields(&["files", "rows", "bytes", "fetched_bytes"]));
-                f
-            }
-            Self::VerifyBackup { .. } => {
-                let mut f = vec![
-                    Field::new("backup_timestamp", DataType::Utf8, false),
-                    Field::new("status", DataType::Utf8, false),
-                ];
-                f.extend(int_fields(&["tables", "files", "bytes", "problems"]));
-                f.push(Field::new("details", DataType::Utf8, false));
-                f
-            }
-            Self::ShowSetting { name, .. } => vec![Field::new(*name, DataType::Utf8, false)],
-            _ => return None,
-        };
-        Some(Arc::new(Schema::new(fields)))
-    }
-}
-
-fn int_fields(names: &[&str]) -> Vec<Field> {
-    names.iter().map(|n| Field::new(*n, DataType::Int64, false)).collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -434,7 +434,7 @@ async fn crafted_manifests_are_refused_before_anything_is_written() {
         (
             "data id",
             Box::new(|m| m["data_id"] = "00000000-0000-4000-8000-000000000000".into()),
-            "data id",
+            "Data ID mismatch",
         ),
         (
             "format version",
