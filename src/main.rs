@@ -1,6 +1,7 @@
 //! The `strata` binary: `strata serve` runs the database server; `strata backup
 //! list|verify` and `strata restore` work on a backup store offline.
 mod demo;
+mod http;
 mod offline;
 
 use std::path::PathBuf;
@@ -122,7 +123,26 @@ async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Erro
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|e| format!("cannot listen on {} (pg.net.bind.to): {e}", settings.bind))?;
+    let shutdown = CancellationToken::new();
+    let http = match settings.http {
+        Some(h) => {
+            let http_listener = tokio::net::TcpListener::bind(h.bind)
+                .await
+                .map_err(|e| format!("cannot listen on {} (http.min.net.bind.to): {e}", h.bind))?;
+            let addr = http_listener.local_addr()?;
+            tracing::info!("HTTP /status{} on {addr}", if h.metrics { " and /metrics" } else { "" });
+            // Read by tests and scripts, like the line for the wire protocol.
+            println!("strata http listening on {addr}");
+            let state = http::Http::new(h.metrics);
+            let task = tokio::spawn(http::serve(state.clone(), http_listener, shutdown.clone()));
+            Some((state, task))
+        }
+        None => None,
+    };
     let db = Database::open(&root, settings).await?;
+    if let Some((state, _)) = &http {
+        state.serving(db.clone());
+    }
     if demo {
         demo::load(&db).await?;
     }
@@ -131,12 +151,14 @@ async fn serve(root: PathBuf, demo: bool) -> Result<(), Box<dyn std::error::Erro
     let stop = StopSignals::install();
     // Tests and scripts read this line to learn the port when binding to port 0.
     println!("strata listening on {addr}");
-    let shutdown = CancellationToken::new();
     let server = tokio::spawn(sql::serve(db.clone(), listener, tls, shutdown.clone()));
     stop.wait().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     server.await??;
+    if let Some((_, task)) = http {
+        task.await??;
+    }
     db.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -1,6 +1,7 @@
 //! BACKUP DATABASE as the engine runs it: one background backup at a time over a
 //! pinned snapshot, its live progress, the history shown by `backups()`, abort.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use backup::{BackupJob, BackupRecord, Progress, Status, Store};
@@ -29,6 +30,8 @@ pub(crate) struct Backups {
     instance: String,
     history: Mutex<Vec<BackupRecord>>,
     running: Mutex<Option<Running>>,
+    /// Failed backups: those in the history found at start, then every one since.
+    failures: AtomicU64,
     /// Cancelled at shutdown: stops a running backup.
     shutdown: CancellationToken,
 }
@@ -51,6 +54,9 @@ impl Slot {
     fn finish(self, record: BackupRecord) {
         let mut running = lock(&self.backups.running);
         let mut history = lock(&self.backups.history);
+        if record.status == Status::BackupFailed {
+            self.backups.failures.fetch_add(1, Ordering::Relaxed);
+        }
         history.insert(0, record.clone());
         if record.status.backup_succeeded() {
             // Retention removed older records from the store; mirror that.
@@ -75,6 +81,7 @@ impl Drop for Slot {
                 "backup {} stopped unexpectedly",
                 backup::layout::format_timestamp(record.backup_micros)
             );
+            self.backups.failures.fetch_add(1, Ordering::Relaxed);
             lock(&self.backups.history).insert(0, record);
         }
     }
@@ -121,6 +128,7 @@ impl Backups {
                 }
             }
         }
+        let failures = history.iter().filter(|r| r.status == Status::BackupFailed).count();
         Ok(Self {
             storage,
             settings,
@@ -128,6 +136,7 @@ impl Backups {
             instance,
             history: Mutex::new(history),
             running: Mutex::new(None),
+            failures: AtomicU64::new(failures as u64),
             shutdown,
         })
     }
@@ -241,6 +250,24 @@ impl Backups {
         lock(&self.running).is_some()
     }
 
+    /// The newest backup that completed (from the store's history after a restart).
+    pub(crate) fn last_success(&self) -> Option<BackupRecord> {
+        lock(&self.history)
+            .iter()
+            .find(|r| r.status.backup_succeeded())
+            .cloned()
+    }
+
+    /// Backups that failed, counted from the history found at start.
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// What the store has done since the server started (`None`: backups disabled).
+    pub(crate) fn store_counts(&self) -> Option<backup::OpCounts> {
+        self.store.as_ref().map(Store::op_counts)
+    }
+
     /// The running backup (if any) and the history, newest first.
     pub(crate) fn records(&self) -> Vec<BackupRecord> {
         let mut out: Vec<BackupRecord> = lock(&self.running)
@@ -299,7 +326,7 @@ fn already_running() -> EngineError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     use futures::stream::BoxStream;
     use object_store::local::LocalFileSystem;

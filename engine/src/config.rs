@@ -57,6 +57,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "pg.tls.cert",
     "pg.tls.key",
     "pg.allow.cleartext.remote",
+    "http.min.enabled",
+    "http.min.net.bind.to",
+    "metrics.enabled",
     "housekeeping.interval.ms",
     "housekeeping.orphan.grace.ms",
     "housekeeping.merge.min.files",
@@ -314,6 +317,16 @@ pub struct Settings {
     pub housekeeping: HousekeepingSettings,
     pub checkpoint: CheckpointLimits,
     pub backup: BackupSettings,
+    /// The HTTP server for `/status` and `/metrics`; `None` when neither is enabled.
+    pub http: Option<HttpSettings>,
+}
+
+/// `http.min.*` and `metrics.enabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+    /// Serve `GET /metrics` (`metrics.enabled`); `/status` is always served.
+    pub metrics: bool,
 }
 
 impl Settings {
@@ -384,8 +397,23 @@ impl Settings {
                 schedule: schedule(p)?,
                 encryption: encryption(p)?,
             },
+            http: http(p)?,
         })
     }
+}
+
+/// The HTTP server runs when `metrics.enabled` or `http.min.enabled` is true
+/// (both off by default: a second port is opt-in).
+fn http(p: &Properties) -> Result<Option<HttpSettings>, ConfigError> {
+    let metrics = p.boolean("metrics.enabled")?.unwrap_or(false);
+    let min = p.boolean("http.min.enabled")?.unwrap_or(false);
+    let bind = p
+        .parse_with("http.min.net.bind.to", |v| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| format!("'{v}' is not an address like 127.0.0.1:9003"))
+        })?
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9003)));
+    Ok((metrics || min).then_some(HttpSettings { bind, metrics }))
 }
 
 /// PEM files for TLS on the wire protocol (read when the server starts).

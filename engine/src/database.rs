@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
 use crate::functions::{BackupsFunction, CheckpointStatusFunction};
+use crate::metrics::Health;
 use crate::startup::PendingRestore;
 
 /// DataFusion catalog and schema names our tables live in.
@@ -237,6 +238,20 @@ impl Database {
     /// `BACKUP ABORT`: false when no backup is running.
     pub fn backup_abort(&self) -> bool {
         self.backups.abort()
+    }
+
+    /// Every metric in Prometheus' text format (`GET /metrics`).
+    pub fn metrics(&self) -> Result<String> {
+        crate::metrics::render(&self.backups, &self.checkpoints, self.storage.clock().now_micros())
+    }
+
+    /// Whether commits are served now (`GET /status`).
+    pub fn health(&self) -> Health {
+        match self.storage.write_state() {
+            storage::WriteState::Open => Health::Serving,
+            storage::WriteState::Held => Health::Restoring,
+            storage::WriteState::Refused(reason) => Health::Refused(reason),
+        }
     }
 
     /// Runs one housekeeping cycle now.

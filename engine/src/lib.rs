@@ -19,14 +19,18 @@ mod copy;
 mod database;
 mod error;
 mod functions;
+mod metrics;
 mod provider;
 mod pruning;
 mod startup;
 
 pub use checkpoint::CheckpointStatus;
-pub use config::{BackupSettings, CheckpointLimits, ConfigError, Properties, Schedule, Secret, Settings, TlsFiles};
+pub use config::{
+    BackupSettings, CheckpointLimits, ConfigError, HttpSettings, Properties, Schedule, Secret, Settings, TlsFiles,
+};
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};
+pub use metrics::Health;
 pub use provider::StrataTable;
 pub use startup::{BACKUP_RESTORE_KEYS, BACKUP_RESTORE_TRIGGER, RESTORE_TRIGGER};

@@ -56,4 +56,22 @@ impl WriteGate {
     pub(crate) fn is_held(&self) -> bool {
         matches!(*self.state(), State::Held)
     }
+
+    pub(crate) fn current(&self) -> WriteState {
+        match &*self.state() {
+            State::Open => WriteState::Open,
+            State::Held => WriteState::Held,
+            State::Failed(reason) => WriteState::Refused(reason.clone()),
+        }
+    }
+}
+
+/// Whether commits are accepted now, for health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteState {
+    Open,
+    /// Commits wait (a restored database is being made durable).
+    Held,
+    /// Commits are refused, for this reason.
+    Refused(String),
 }

@@ -36,6 +36,7 @@ pub use checkpoint::{
 pub use clock::{Clock, SystemClock};
 pub use commit::{Commit, DataFile};
 pub use error::{Result, StorageError};
+pub use gate::WriteState;
 pub use housekeeping::{HousekeepingReport, HousekeepingSettings};
 pub use install::{
     DatabaseBuild, Install, RESTORE_FAILED_DIR, RESTORE_FAILED_FILE, RESTORE_STAGING_DIR, RESTORED_MARKER,

@@ -129,6 +129,11 @@ impl Storage {
         self.shared.writes.release(outcome);
     }
 
+    /// Whether commits are accepted now (health checks).
+    pub fn write_state(&self) -> crate::gate::WriteState {
+        self.shared.writes.current()
+    }
+
     /// Waits until commits are allowed; for changes made outside the tables (a checkpoint).
     pub fn wait_writable(&self) -> Result<()> {
         self.shared.writes.wait()

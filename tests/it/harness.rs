@@ -10,6 +10,8 @@ use tokio_postgres::{Client, NoTls};
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
+    /// The port of `/status` and `/metrics`, when the HTTP server is on.
+    pub http_port: Option<u16>,
     stderr_path: PathBuf,
 }
 
@@ -108,18 +110,27 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("strata listening on ") {
-                    let _ = tx.send(addr.to_string());
+                // The HTTP line, when there is one, comes first.
+                if let Some(addr) = line.strip_prefix("strata http listening on ") {
+                    let _ = tx.send((true, addr.to_string()));
+                } else if let Some(addr) = line.strip_prefix("strata listening on ") {
+                    let _ = tx.send((false, addr.to_string()));
                 }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut http_port = None;
         loop {
-            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Ok((http, addr)) = rx.recv_timeout(Duration::from_millis(50)) {
                 let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+                if http {
+                    http_port = Some(port);
+                    continue;
+                }
                 return Started::Running(Server {
                     child: Some(child),
                     port,
+                    http_port,
                     stderr_path,
                 });
             }
@@ -275,7 +286,12 @@ pub fn missing_tool(tool: &str) {
         std::env::var_os("STRATA_REQUIRE_TEST_TOOLS").is_none() && std::env::var_os("CI").is_none(),
         "{tool} is required here (.ci/run installs it)"
     );
-    eprintln!("SKIPPED: {tool} is not installed, so this test skips what needs it (.ci/run installs it)");
+    // Written to the stream itself: `eprintln!` would be captured, and hidden, for a passing test.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {tool} is not installed, so a test skips what needs it (.ci/run installs it)"
+    );
 }
 
 /// True when `program` can be run; otherwise [`missing_tool`] is called.

@@ -12,6 +12,7 @@ mod disk_full;
 mod encryption;
 mod housekeeping;
 mod logs;
+mod ops;
 mod queries;
 mod restore;
 mod s3;

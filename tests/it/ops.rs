@@ -1,0 +1,149 @@
+//! Operating the server: `/status` and `/metrics` over HTTP, scraped with curl
+//! (a real HTTP client) and checked with `promtool check metrics`.
+use std::process::Command;
+
+use crate::backup::store_opts;
+use crate::harness::{Options, Server, have_program, missing_tool, temp_root};
+
+/// `GET path` with curl: (status code, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}{path}")])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("curl prints the status code last");
+    (code.trim().parse().expect("a status code"), body.to_string())
+}
+
+/// The value of the sample `name` (with its labels, if any) in a scrape.
+fn sample(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
+}
+
+/// `promtool check metrics` accepts the scrape (Debian's prometheus package).
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        return missing_tool("promtool (Debian package prometheus)");
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn metrics_opts(store: &std::path::Path) -> Options {
+    store_opts(store)
+        .conf("metrics.enabled", "true")
+        .conf("http.min.net.bind.to", "127.0.0.1:0")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_metrics_over_http_and_last_success_survives_a_restart() {
+    if !have_program("curl") {
+        return;
+    }
+    let (root, store) = (temp_root(), temp_root());
+    let server = Server::start(root.path(), metrics_opts(store.path()));
+    let port = server.http_port.expect("the server prints its HTTP address");
+    let (code, body) = get(port, "/status");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["status"], "ok", "{body}");
+
+    let (code, before) = get(port, "/metrics");
+    assert_eq!(code, 200, "{before}");
+    assert_eq!(sample(&before, "strata_backup_running").as_deref(), Some("0"));
+    assert_eq!(sample(&before, "strata_backup_failures_total").as_deref(), Some("0"));
+    assert_eq!(
+        sample(&before, "strata_backup_last_success_timestamp_seconds"),
+        None,
+        "no backup yet"
+    );
+    promtool_accepts(&before);
+
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY;
+         INSERT INTO t VALUES ('2024-01-01', 1), ('2024-01-02', 2);",
+    )
+    .await
+    .unwrap();
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    c.batch_execute("CHECKPOINT CREATE").await.unwrap();
+    let (_, after) = get(port, "/metrics");
+    promtool_accepts(&after);
+    let last: f64 = sample(&after, "strata_backup_last_success_timestamp_seconds")
+        .expect("a last success after a backup")
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last).abs() < 300.0, "last success {last}, now {now}");
+    let age: f64 = sample(&after, "strata_backup_last_success_age_seconds")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..300.0).contains(&age), "{age}");
+    let uploaded: f64 = sample(&after, "strata_backup_last_bytes_uploaded")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(uploaded > 0.0, "{after}");
+    assert_eq!(sample(&after, "strata_checkpoint_open").as_deref(), Some("1"));
+    let puts: u64 = sample(&after, "strata_store_operations_total{kind=\"put\"}")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(puts >= 3, "data files, manifest, history: {after}");
+    c.batch_execute("CHECKPOINT RELEASE").await.unwrap();
+    drop(c);
+    server.stop();
+
+    // After a restart the figures come from the store's history, not from zero.
+    let server = Server::start(root.path(), metrics_opts(store.path()));
+    let (_, restarted) = get(server.http_port.unwrap(), "/metrics");
+    let again: f64 = sample(&restarted, "strata_backup_last_success_timestamp_seconds")
+        .expect("last success survives a restart")
+        .parse()
+        .unwrap();
+    assert_eq!(again, last);
+    assert_eq!(sample(&restarted, "strata_checkpoint_open").as_deref(), Some("0"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_alone_without_metrics_and_no_http_server_by_default() {
+    if !have_program("curl") {
+        return;
+    }
+    let root = temp_root();
+    let server = Server::start(
+        root.path(),
+        Options::default()
+            .conf("http.min.enabled", "true")
+            .conf("http.min.net.bind.to", "127.0.0.1:0"),
+    );
+    let port = server.http_port.expect("http.min.enabled starts the HTTP server");
+    assert_eq!(get(port, "/status").0, 200);
+    let (code, body) = get(port, "/metrics");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("metrics.enabled"), "{body}");
+    drop(server);
+    let plain_root = temp_root();
+    let plain = Server::start(plain_root.path(), Options::default());
+    assert_eq!(plain.http_port, None, "no second port unless asked for");
+}
