@@ -1,15 +1,16 @@
 //! Retention: keep the latest N complete backups, delete older manifests, their
-//! history, and then every object no remaining manifest references.
+//! history, and then every object no remaining manifest references; and
+//! `DROP BACKUP`, the same for one chosen backup.
 //!
-//! Called only by the backup task after its own manifest is written, and only
-//! one backup runs at a time per server, so no backup is uploading objects that
-//! this cleanup could mistake for garbage. Every delete goes through the store's
+//! Called by the backup task after its own manifest is written, or by `DROP
+//! BACKUP` when no backup runs (the engine holds one lock for both), so no
+//! backup is uploading or reusing objects this cleanup could mistake for garbage. Every delete goes through the store's
 //! retries; an object already gone counts as deleted, so a cleanup cut short is
 //! simply finished by the next one.
 use std::collections::HashSet;
 
-use crate::error::Result;
-use crate::layout::{Folder, Object, micros_of};
+use crate::error::{BackupError, Result};
+use crate::layout::{Folder, Object, format_timestamp, micros_of};
 use crate::manifest::Manifest;
 use crate::store::Store;
 
@@ -18,6 +19,8 @@ use crate::store::Store;
 pub struct CleanupReport {
     pub manifests_deleted: usize,
     pub objects_deleted: usize,
+    /// Stored bytes of the deleted objects.
+    pub bytes_deleted: u64,
 }
 
 /// The backups a cleanup keeps and those it deletes (micros, newest first).
@@ -25,6 +28,8 @@ pub struct CleanupReport {
 pub struct CleanupPlan {
     keep: Vec<i64>,
     doomed: Vec<i64>,
+    /// History records older than this go too (those of failed backups among them).
+    history_before: i64,
 }
 
 /// Micros of every complete backup (those with a manifest), newest first.
@@ -55,9 +60,33 @@ pub async fn plan_cleanup(store: &Store, instance: &str, keep_latest: usize) -> 
     }
     let (keep, doomed) = backups.split_at(keep_latest.max(1));
     Ok(Some(CleanupPlan {
+        history_before: keep.last().copied().unwrap_or(i64::MIN),
         keep: keep.to_vec(),
         doomed: doomed.to_vec(),
     }))
+}
+
+/// What `DROP BACKUP` of the complete backup at `micros` deletes: its manifest,
+/// its history record, and the objects no other backup references.
+pub async fn plan_drop(store: &Store, instance: &str, micros: i64) -> Result<CleanupPlan> {
+    let backups = complete_backups(store, instance).await?;
+    if !backups.contains(&micros) {
+        let list: Vec<String> = backups.iter().map(|m| format_timestamp(*m)).collect();
+        return Err(BackupError::NotFound(format!(
+            "no complete backup at {} in instance '{instance}'; complete backups: {}",
+            format_timestamp(micros),
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            }
+        )));
+    }
+    Ok(CleanupPlan {
+        keep: backups.into_iter().filter(|m| *m != micros).collect(),
+        doomed: vec![micros],
+        history_before: i64::MIN,
+    })
 }
 
 /// Deletes what `plan` names: the old manifests first (from then on those
@@ -73,9 +102,9 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
         store.delete(instance, Object::Manifest(*micros)).await?;
         report.manifests_deleted += 1;
     }
-    let oldest_kept = plan.keep.last().copied().unwrap_or(i64::MAX);
     for listed in store.list(instance, Folder::History).await? {
-        if let Some(micros) = micros_of(&listed.name).filter(|t| *t < oldest_kept) {
+        let doomed = |t: &i64| *t < plan.history_before || plan.doomed.contains(t);
+        if let Some(micros) = micros_of(&listed.name).filter(doomed) {
             store.delete(instance, Object::History(micros)).await?;
         }
     }
@@ -83,6 +112,7 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
         if !referenced.contains(&listed.name) {
             store.delete(instance, Object::File(&listed.name)).await?;
             report.objects_deleted += 1;
+            report.bytes_deleted += listed.size;
         }
     }
     Ok(report)

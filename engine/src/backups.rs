@@ -32,6 +32,9 @@ pub(crate) struct Backups {
     running: Mutex<Option<Running>>,
     /// Failed backups: those in the history found at start, then every one since.
     failures: AtomicU64,
+    /// Held by a running backup and by `DROP BACKUP`: a drop must never delete
+    /// objects a running backup has decided to reuse.
+    exclusive: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled at shutdown: stops a running backup.
     shutdown: CancellationToken,
 }
@@ -45,6 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// is cancelled, or panics), so no path leaves every later backup refused.
 struct Slot {
     backups: Arc<Backups>,
+    _exclusive: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Slot {
@@ -137,6 +141,7 @@ impl Backups {
             history: Mutex::new(history),
             running: Mutex::new(None),
             failures: AtomicU64::new(failures as u64),
+            exclusive: Arc::default(),
             shutdown,
         })
     }
@@ -144,9 +149,13 @@ impl Backups {
     /// Starts a backup; returns its timestamp (micros) and how it will end.
     pub(crate) async fn start(self: &Arc<Self>) -> Result<(i64, Finished)> {
         let store = self.store()?;
-        if self.is_running() {
-            return Err(already_running());
-        }
+        let exclusive = self.exclusive.clone().try_lock_owned().map_err(|_| {
+            if self.is_running() {
+                already_running()
+            } else {
+                EngineError::State("DROP BACKUP is running; start the backup when it is done".into())
+            }
+        })?;
         backup::check_data_id(&store, &self.instance, self.storage.data_id()).await?;
         let (pin, snapshot) = self.storage.pin_current();
         let last = lock(&self.history).first().map_or(i64::MIN, |r| r.backup_micros);
@@ -178,7 +187,10 @@ impl Backups {
                 progress: progress.clone(),
                 cancel: cancel.clone(),
             });
-            Slot { backups: self.clone() }
+            Slot {
+                backups: self.clone(),
+                _exclusive: exclusive,
+            }
         };
         let (tx, rx) = oneshot::channel();
         let keep_latest = self.settings.keep_latest;
@@ -217,6 +229,29 @@ impl Backups {
         backup::restore_table(&store, &selector, request, &self.storage)
             .await
             .map_err(EngineError::from)
+    }
+
+    /// `DROP BACKUP`: deletes one complete backup of this instance (its manifest
+    /// first) and the objects no other backup needs. Refused while a backup runs.
+    pub(crate) async fn drop_backup(&self, timestamp: &str) -> Result<backup::CleanupReport> {
+        let store = self.store()?;
+        let _exclusive = self.exclusive.clone().try_lock_owned().map_err(|_| {
+            EngineError::State(
+                "a backup is running, and DROP BACKUP must not delete files it may reuse; wait for it (see \
+                 backups()) or run BACKUP ABORT"
+                    .into(),
+            )
+        })?;
+        let micros = backup::parse_backup_timestamp(timestamp)?;
+        let plan = backup::plan_drop(&store, &self.instance, micros).await?;
+        let report = backup::cleanup(&store, &self.instance, &plan).await?;
+        lock(&self.history).retain(|r| r.backup_micros != micros);
+        tracing::info!(
+            objects = report.objects_deleted,
+            bytes = report.bytes_deleted,
+            "backup {timestamp} dropped"
+        );
+        Ok(report)
     }
 
     /// `VERIFY BACKUP`: checks every file of a backup of this instance.

@@ -235,6 +235,11 @@ impl Database {
         self.backups.verify(timestamp).await
     }
 
+    /// `DROP BACKUP 'ts'`: deletes that complete backup and what only it needed.
+    pub async fn drop_backup(&self, timestamp: &str) -> Result<backup::CleanupReport> {
+        self.backups.drop_backup(timestamp).await
+    }
+
     /// `BACKUP ABORT`: false when no backup is running.
     pub fn backup_abort(&self) -> bool {
         self.backups.abort()

@@ -85,6 +85,18 @@ pub(crate) async fn execute(db: &Database, cmd: &Command) -> Result<Outcome, Sql
                 ],
             )
         }
+        Command::DropBackup { timestamp } => {
+            let report = db.drop_backup(timestamp).await?;
+            rows(
+                cmd,
+                "DROP BACKUP",
+                vec![
+                    text(timestamp),
+                    int(report.objects_deleted as u64),
+                    int(report.bytes_deleted),
+                ],
+            )
+        }
         Command::BackupAbort => {
             let aborted = db.backup_abort();
             Ok(Outcome::Done {
@@ -193,6 +205,11 @@ pub(crate) fn result_schema(cmd: &Command) -> Option<SchemaRef> {
     let fields = match cmd {
         Command::BackupDatabase { .. } => vec![Field::new("backup_timestamp", DataType::Utf8, false)],
         Command::BackupEstimate => int_fields(&["files_to_upload", "bytes_to_upload", "files_reused", "bytes_reused"]),
+        Command::DropBackup { .. } => {
+            let mut f = vec![Field::new("backup_timestamp", DataType::Utf8, false)];
+            f.extend(int_fields(&["files_deleted", "bytes_freed"]));
+            f
+        }
         Command::RestoreTable(_) => {
             let mut f = vec![
                 Field::new("table_name", DataType::Utf8, false),

@@ -42,6 +42,10 @@ pub enum Command {
     /// `BACKUP DATABASE ESTIMATE`
     BackupEstimate,
     BackupAbort,
+    /// `DROP BACKUP 'ts'`
+    DropBackup {
+        timestamp: String,
+    },
     /// `RESTORE TABLE t FROM BACKUP 'ts'|LATEST [AS t2] [WHERE ...] [WITH (policy = 'fail'|'replace')]`
     RestoreTable(RestoreTable),
     /// `VERIFY BACKUP 'ts'|LATEST`
@@ -194,6 +198,10 @@ pub fn parse_command(toks: &[&Token]) -> Result<Option<Command>, SqlError> {
     let mut c = Cursor { toks, pos: 0 };
     let cmd = if c.eat_words(&["CREATE", "TABLE"]) {
         Command::CreateTable(parse_create_table(&mut c)?)
+    } else if c.eat_words(&["DROP", "BACKUP"]) {
+        Command::DropBackup {
+            timestamp: c.string("backup timestamp (as backups() shows it)")?,
+        }
     } else if c.eat_words(&["DROP", "TABLE"]) {
         let if_exists = c.eat_words(&["IF", "EXISTS"]);
         let name = c.ident("table name")?;
@@ -888,6 +896,13 @@ mod tests {
         assert_eq!(one("BACKUP DATABASE;"), Command::BackupDatabase { wait: false });
         assert_eq!(one("backup database wait"), Command::BackupDatabase { wait: true });
         assert_eq!(one("BACKUP ABORT"), Command::BackupAbort);
+        assert_eq!(
+            one("DROP BACKUP '2024-08-24T12:34:56.789123Z'"),
+            Command::DropBackup {
+                timestamp: "2024-08-24T12:34:56.789123Z".into()
+            }
+        );
+        assert!(split_and_parse("DROP BACKUP LATEST").is_err());
         assert_eq!(one("BACKUP DATABASE ESTIMATE"), Command::BackupEstimate);
         assert!(split_and_parse("BACKUP TABLE t").is_err());
         assert!(split_and_parse("BACKUP DATABASE now").is_err());

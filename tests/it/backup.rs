@@ -72,6 +72,16 @@ fn manifest_rows(m: &serde_json::Value) -> u64 {
         .sum()
 }
 
+/// Table `t` with one row on each of 2024-01-01 and 2024-01-02 (two partitions).
+pub(crate) async fn two_day_table(c: &Client) {
+    c.batch_execute(
+        "CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY;
+         INSERT INTO t VALUES ('2024-01-01', 1), ('2024-01-02', 2);",
+    )
+    .await
+    .unwrap();
+}
+
 /// A backup that completed, whether or not its retention pass deleted anything.
 pub(crate) fn completed(r: &std::collections::HashMap<String, Option<String>>) -> bool {
     ["backup complete", "cleanup complete"].contains(&field(r, "status").as_str())
@@ -447,12 +457,7 @@ async fn estimate_counts_without_uploading() {
     let store = temp_root();
     let server = Server::start(root.path(), store_opts(store.path()));
     let c = server.connect().await;
-    c.batch_execute(
-        "CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY;
-         INSERT INTO t VALUES ('2024-01-01', 1), ('2024-01-02', 2);",
-    )
-    .await
-    .unwrap();
+    two_day_table(&c).await;
     let e = c.query_one("BACKUP DATABASE ESTIMATE", &[]).await.unwrap();
     assert_eq!(
         (e.get::<_, i64>("files_to_upload"), e.get::<_, i64>("files_reused")),
@@ -569,4 +574,70 @@ async fn bandwidth_limit_paces_uploads_and_progress_moves() {
         seen.len() >= 2,
         "progress_percent should move during a long backup, saw {seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_backup_deletes_one_backup_and_only_what_no_other_needs() {
+    let (root, store) = (temp_root(), temp_root());
+    let server = Server::start(root.path(), store_opts(store.path()));
+    let c = server.connect().await;
+    two_day_table(&c).await;
+    let first: String = c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap().get(0);
+    // The second backup no longer holds 2024-01-01: that file is the first's alone.
+    c.batch_execute("ALTER TABLE t DROP PARTITION LIST '2024-01-01'; INSERT INTO t VALUES ('2024-01-03', 3);")
+        .await
+        .unwrap();
+    let second: String = c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap().get(0);
+    let objects_before = files_in(&instance_dir(store.path()).join("files")).len();
+
+    let row = c.query_one(&format!("DROP BACKUP '{first}'"), &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>("backup_timestamp"), first);
+    assert_eq!(
+        row.get::<_, i64>("files_deleted"),
+        1,
+        "only the file no other backup needs"
+    );
+    assert!(row.get::<_, i64>("bytes_freed") > 0);
+    assert_eq!(
+        files_in(&instance_dir(store.path()).join("files")).len(),
+        objects_before - 1
+    );
+    assert_eq!(manifests(store.path()).len(), 1);
+    let rows = backups(&c).await;
+    assert_eq!(rows.len(), 1, "the dropped backup leaves backups(): {rows:?}");
+    assert_eq!(field(&rows[0], "backup_timestamp"), second);
+    let verified = c.query_one("VERIFY BACKUP LATEST", &[]).await.unwrap();
+    assert_eq!(
+        verified.get::<_, String>("status"),
+        "ok",
+        "the other backup still restores"
+    );
+
+    // Gone: the error lists what exists. Malformed: a bad value.
+    let err = c.batch_execute(&format!("DROP BACKUP '{first}'")).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42704", "{err:?}");
+    assert!(format!("{err:?}").contains(&second), "{err:?}");
+    let err = c.batch_execute("DROP BACKUP 'yesterday'").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023", "{err:?}");
+    drop(c);
+    server.stop();
+
+    // While a backup runs (slowed to 1 MiB/s), DROP BACKUP is refused, and so is
+    // nothing else: the running backup completes.
+    let server = Server::start(
+        root.path(),
+        store_opts(store.path()).conf("backup.max.bandwidth.mb", "1"),
+    );
+    let c = server.connect().await;
+    c.batch_execute(
+        "INSERT INTO t SELECT to_timestamp_micros(1706745600000000 + value * 1000), random() FROM generate_series(0, 399999)",
+    )
+    .await
+    .unwrap();
+    c.query_one("BACKUP DATABASE", &[]).await.unwrap();
+    let err = c.batch_execute(&format!("DROP BACKUP '{second}'")).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "55000", "{err:?}");
+    assert!(format!("{err:?}").contains("a backup is running"), "{err:?}");
+    wait_until_idle(&c).await;
+    assert!(completed(&backups(&c).await[0]));
 }

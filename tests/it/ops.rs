@@ -75,12 +75,7 @@ async fn status_and_metrics_over_http_and_last_success_survives_a_restart() {
     promtool_accepts(&before);
 
     let c = server.connect().await;
-    c.batch_execute(
-        "CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY;
-         INSERT INTO t VALUES ('2024-01-01', 1), ('2024-01-02', 2);",
-    )
-    .await
-    .unwrap();
+    crate::backup::two_day_table(&c).await;
     c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
     c.batch_execute("CHECKPOINT CREATE").await.unwrap();
     let (_, after) = get(port, "/metrics");
