@@ -5,7 +5,8 @@
 //! commit), COPY parsing, checkpoint mode, startup (the `_restore` and
 //! `_backup_restore` triggers, in `startup.rs`), online table restore and
 //! verification (through `backup`), and background work (housekeeping, the
-//! checkpoint watchdog, backups on idle-class threads).
+//! checkpoint watchdog, backups on idle-class threads), and the figures for
+//! health checks and Prometheus (`metrics.rs`).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
 //! Main types: [`Database`], [`Settings`], [`EngineError`].
