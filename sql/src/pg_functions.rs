@@ -2,7 +2,6 @@
 //! that neither DataFusion nor datafusion-postgres provide. Each found missing
 //! by running the client (SQLAlchemy 2 + psycopg 3) against the server.
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, StringArray};
@@ -238,21 +237,8 @@ fn push_json_value(out: &mut String, v: &ScalarValue) {
 }
 
 fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    // serde_json's escaping of a string is JSON's; it cannot fail for a `str`.
+    out.push_str(&serde_json::Value::from(s).to_string());
 }
 
 #[cfg(test)]
