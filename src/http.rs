@@ -9,11 +9,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use engine::{Database, Health};
+use engine::Database;
+use storage::WriteState;
 use tokio_util::sync::CancellationToken;
 
 /// What the handlers see: the database once it is open.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Http {
     db: OnceLock<Arc<Database>>,
     metrics: bool,
@@ -48,27 +49,28 @@ pub(crate) async fn serve(
         .await
 }
 
-/// The answer to `GET /status` for a database in `health` (`None`: still opening).
-fn status_of(health: Option<Health>) -> (StatusCode, serde_json::Value) {
-    let (code, status, reason) = match health {
+/// The answer to `GET /status` for a database whose commits are in `state`
+/// (`None`: still opening).
+fn status_of(state: Option<WriteState>) -> (StatusCode, serde_json::Value) {
+    let (code, status, reason) = match state {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "starting",
             Some("the database is opening (a startup restore may be running)".to_string()),
         ),
-        Some(Health::Serving) => (StatusCode::OK, "ok", None),
-        Some(Health::Restoring) => (
+        Some(WriteState::Open) => (StatusCode::OK, "ok", None),
+        Some(WriteState::Held) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "restoring",
             Some("the restored database is being made durable; queries are served, changes wait".to_string()),
         ),
-        Some(Health::Refused(reason)) => (StatusCode::SERVICE_UNAVAILABLE, "refusing_writes", Some(reason)),
+        Some(WriteState::Refused(reason)) => (StatusCode::SERVICE_UNAVAILABLE, "refusing_writes", Some(reason)),
     };
     (code, serde_json::json!({ "status": status, "reason": reason }))
 }
 
 async fn status(State(http): State<Arc<Http>>) -> Response {
-    let (code, body) = status_of(http.db.get().map(|db| db.health()));
+    let (code, body) = status_of(http.db.get().map(|db| db.write_state()));
     (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
@@ -96,9 +98,13 @@ mod tests {
 
     #[test]
     fn status_is_200_only_while_changes_are_served() {
-        assert_eq!(status_of(Some(Health::Serving)).0, StatusCode::OK);
-        for health in [None, Some(Health::Restoring), Some(Health::Refused("disk gone".into()))] {
-            let (code, body) = status_of(health);
+        assert_eq!(status_of(Some(WriteState::Open)).0, StatusCode::OK);
+        for state in [
+            None,
+            Some(WriteState::Held),
+            Some(WriteState::Refused("disk gone".into())),
+        ] {
+            let (code, body) = status_of(state);
             assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
             assert!(body["reason"].is_string(), "{body}");
         }

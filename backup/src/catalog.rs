@@ -2,9 +2,9 @@
 //! one a restore or verify asks for (by instance and timestamp, or the latest).
 
 use crate::error::{BackupError, Result};
-use crate::layout::{Object, format_timestamp};
+use crate::layout::Object;
 use crate::manifest::Manifest;
-use crate::retention::{complete_backups, read_manifest};
+use crate::retention::{check_complete, complete_backups, read_manifest};
 use crate::store::Store;
 
 /// Which backup to use: `None` instance means "the only one in the store",
@@ -66,17 +66,7 @@ pub async fn locate(store: &Store, selector: &Selector) -> Result<Manifest> {
             .ok_or_else(|| BackupError::NotFound(format!("instance '{instance}' has no complete backup")))?,
         Some(text) => {
             let wanted = parse_backup_timestamp(text)?;
-            if !complete.contains(&wanted) {
-                let list: Vec<String> = complete.iter().map(|m| format_timestamp(*m)).collect();
-                return Err(BackupError::NotFound(format!(
-                    "no complete backup at {text} in instance '{instance}'; complete backups: {}",
-                    if list.is_empty() {
-                        "none".to_string()
-                    } else {
-                        list.join(", ")
-                    }
-                )));
-            }
+            check_complete(&instance, text, wanted, &complete)?;
             wanted
         }
     };

@@ -44,6 +44,23 @@ pub async fn complete_backups(store: &Store, instance: &str) -> Result<Vec<i64>>
     Ok(all)
 }
 
+/// Refuses `wanted` (shown to the user as `shown`) unless it is one of the
+/// `complete` backups of `instance`; the error lists those that are.
+pub(crate) fn check_complete(instance: &str, shown: &str, wanted: i64, complete: &[i64]) -> Result<()> {
+    if complete.contains(&wanted) {
+        return Ok(());
+    }
+    let list: Vec<String> = complete.iter().map(|m| format_timestamp(*m)).collect();
+    Err(BackupError::NotFound(format!(
+        "no complete backup at {shown} in instance '{instance}'; complete backups: {}",
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    )))
+}
+
 /// Reads and checks one manifest.
 pub async fn read_manifest(store: &Store, instance: &str, micros: i64) -> Result<Manifest> {
     let object = Object::Manifest(micros);
@@ -70,18 +87,7 @@ pub async fn plan_cleanup(store: &Store, instance: &str, keep_latest: usize) -> 
 /// its history record, and the objects no other backup references.
 pub async fn plan_drop(store: &Store, instance: &str, micros: i64) -> Result<CleanupPlan> {
     let backups = complete_backups(store, instance).await?;
-    if !backups.contains(&micros) {
-        let list: Vec<String> = backups.iter().map(|m| format_timestamp(*m)).collect();
-        return Err(BackupError::NotFound(format!(
-            "no complete backup at {} in instance '{instance}'; complete backups: {}",
-            format_timestamp(micros),
-            if list.is_empty() {
-                "none".to_string()
-            } else {
-                list.join(", ")
-            }
-        )));
-    }
+    check_complete(instance, &format_timestamp(micros), micros, &backups)?;
     Ok(CleanupPlan {
         keep: backups.into_iter().filter(|m| *m != micros).collect(),
         doomed: vec![micros],

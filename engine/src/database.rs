@@ -19,7 +19,6 @@ use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
 use crate::functions::{BackupsFunction, CheckpointStatusFunction};
-use crate::metrics::Health;
 use crate::startup::PendingRestore;
 
 /// DataFusion catalog and schema names our tables live in.
@@ -251,12 +250,8 @@ impl Database {
     }
 
     /// Whether commits are served now (`GET /status`).
-    pub fn health(&self) -> Health {
-        match self.storage.write_state() {
-            storage::WriteState::Open => Health::Serving,
-            storage::WriteState::Held => Health::Restoring,
-            storage::WriteState::Refused(reason) => Health::Refused(reason),
-        }
+    pub fn write_state(&self) -> storage::WriteState {
+        self.storage.write_state()
     }
 
     /// Runs one housekeeping cycle now.

@@ -32,6 +32,5 @@ pub use config::{
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};
-pub use metrics::Health;
 pub use provider::StrataTable;
 pub use startup::{BACKUP_RESTORE_KEYS, BACKUP_RESTORE_TRIGGER, RESTORE_TRIGGER};

@@ -8,17 +8,6 @@ use crate::backups::Backups;
 use crate::checkpoint::Checkpoints;
 use crate::error::{EngineError, Result};
 
-/// Whether the server can take changes now (`GET /status`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    /// Queries and commits are served.
-    Serving,
-    /// A restored database is served while it is made durable; commits wait.
-    Restoring,
-    /// Commits are refused, for this reason.
-    Refused(String),
-}
-
 fn metric_err(e: prometheus::Error) -> EngineError {
     EngineError::Task(format!("metrics: {e}"))
 }

@@ -35,6 +35,7 @@ pub mod sqlstate {
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const QUERY_CANCELED: &str = "57014";
 }
 

@@ -65,7 +65,11 @@ impl Service {
     {
         if let Command::Deallocate { name: Some(name) } = cmd {
             if client.portal_store().get_statement(name).is_none() {
-                return Err(SqlError::new("26000", format!("prepared statement \"{name}\" does not exist")).into_pg());
+                return Err(SqlError::new(
+                    crate::error::sqlstate::INVALID_SQL_STATEMENT_NAME,
+                    format!("prepared statement \"{name}\" does not exist"),
+                )
+                .into_pg());
             }
             client.portal_store().rm_statement(name);
         }

@@ -248,13 +248,9 @@ mod tests {
     /// A context set up as the server's is.
     async fn context() -> SessionContext {
         let ctx = SessionContext::new();
-        datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
-            &ctx,
-            "datafusion",
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .expect("pg_catalog");
-        register(&ctx).await.expect("register");
+        crate::server::setup_postgres(&ctx)
+            .await
+            .expect("set up as the server does");
         ctx
     }
 

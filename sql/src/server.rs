@@ -2,6 +2,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use engine::{CATALOG, Database};
@@ -15,6 +16,18 @@ use crate::handlers::Handlers;
 /// How long open connections get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// PostgreSQL's catalog on `ctx`, and what clients expect of it: our version,
+/// the functions their catalog queries call, correlated catalog lookups.
+pub(crate) async fn setup_postgres(ctx: &SessionContext) -> std::io::Result<()> {
+    setup_pg_catalog(ctx, CATALOG, EmptyContextProvider)
+        .map_err(|e| std::io::Error::other(format!("setting up pg_catalog: {e}")))?;
+    crate::compat::register(ctx);
+    crate::catalog_subqueries::register(ctx);
+    crate::pg_functions::register(ctx)
+        .await
+        .map_err(|e| std::io::Error::other(format!("registering PostgreSQL functions: {e}")))
+}
+
 /// Serves `db` on `listener` (with TLS when `tls` is given) until `shutdown` is
 /// cancelled, then closes every connection.
 pub async fn serve(
@@ -23,13 +36,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    setup_pg_catalog(&db.context(), CATALOG, EmptyContextProvider)
-        .map_err(|e| std::io::Error::other(format!("setting up pg_catalog: {e}")))?;
-    crate::compat::register(&db.context());
-    crate::catalog_subqueries::register(&db.context());
-    crate::pg_functions::register(&db.context())
-        .await
-        .map_err(|e| std::io::Error::other(format!("registering PostgreSQL functions: {e}")))?;
+    setup_postgres(&db.context()).await?;
     let settings = db.settings();
     let tls_for_remote = tls.is_some() && !settings.allow_cleartext_remote;
     let auth = Auth::new(
