@@ -57,6 +57,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "pg.tls.cert",
     "pg.tls.key",
     "pg.allow.cleartext.remote",
+    "pg.readonly.user.enabled",
+    "pg.readonly.user",
+    "pg.readonly.password",
     "http.min.enabled",
     "http.min.net.bind.to",
     "metrics.enabled",
@@ -313,12 +316,21 @@ pub struct Settings {
     pub allow_cleartext_remote: bool,
     pub user: String,
     pub password: Option<Secret>,
+    /// A second login that may read but not change anything (`pg.readonly.*`).
+    pub readonly: Option<ReadonlyUser>,
     pub housekeeping_interval: Duration,
     pub housekeeping: HousekeepingSettings,
     pub checkpoint: CheckpointLimits,
     pub backup: BackupSettings,
     /// The HTTP server for `/status` and `/metrics`; `None` when neither is enabled.
     pub http: Option<HttpSettings>,
+}
+
+/// `pg.readonly.user` and its password, when `pg.readonly.user.enabled`.
+#[derive(Debug, Clone)]
+pub struct ReadonlyUser {
+    pub user: String,
+    pub password: Secret,
 }
 
 /// `http.min.*` and `metrics.enabled`.
@@ -355,13 +367,16 @@ impl Settings {
                 ),
             ));
         }
+        let user = p.get("pg.user").unwrap_or("admin").to_string();
+        let readonly = readonly_user(p, &user)?;
         let defaults = HousekeepingSettings::default();
         Ok(Self {
             bind,
             tls,
             allow_cleartext_remote,
-            user: p.get("pg.user").unwrap_or("admin").to_string(),
+            user,
             password,
+            readonly,
             housekeeping_interval: Duration::from_millis(
                 p.number("housekeeping.interval.ms", 10, 86_400_000)?.unwrap_or(5_000),
             ),
@@ -400,6 +415,31 @@ impl Settings {
             http: http(p)?,
         })
     }
+}
+
+/// The read-only login: it always needs its own password (even when the main
+/// user may log in without one), and its own name.
+fn readonly_user(p: &Properties, main_user: &str) -> Result<Option<ReadonlyUser>, ConfigError> {
+    if !p.boolean("pg.readonly.user.enabled")?.unwrap_or(false) {
+        return Ok(None);
+    }
+    let user = p.get("pg.readonly.user").unwrap_or("user").to_string();
+    if user == main_user {
+        return Err(p.invalid(
+            "pg.readonly.user",
+            format!("'{user}' is also pg.user; the read-only user needs a name of its own"),
+        ));
+    }
+    let Some(password) = p.get("pg.readonly.password") else {
+        return Err(p.invalid(
+            "pg.readonly.user.enabled",
+            "the read-only user is enabled but pg.readonly.password is not set",
+        ));
+    };
+    Ok(Some(ReadonlyUser {
+        user,
+        password: Secret::new(password),
+    }))
 }
 
 /// The HTTP server runs when `metrics.enabled` or `http.min.enabled` is true
@@ -551,6 +591,35 @@ mod tests {
         let half = props(&[("pg.tls.cert", "/etc/strata/cert.pem")], &[]);
         let err = Settings::from_properties(&half).unwrap_err().to_string();
         assert!(err.contains("pg.tls.key"), "{err}");
+    }
+
+    #[test]
+    fn readonly_user() {
+        let off = Settings::from_properties(&props(&[("pg.readonly.password", "r")], &[])).unwrap();
+        assert!(off.readonly.is_none(), "off unless enabled");
+        let on = Settings::from_properties(&props(
+            &[("pg.readonly.user.enabled", "true"), ("pg.readonly.password", "r")],
+            &[],
+        ))
+        .unwrap();
+        let ro = on.readonly.expect("enabled");
+        assert_eq!((ro.user.as_str(), ro.password.expose()), ("user", "r"));
+        assert!(!format!("{ro:?}").contains("\"r\""), "the password is redacted");
+        let err = Settings::from_properties(&props(&[("pg.readonly.user.enabled", "true")], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pg.readonly.password"), "{err}");
+        let err = Settings::from_properties(&props(
+            &[
+                ("pg.readonly.user.enabled", "true"),
+                ("pg.readonly.user", "admin"),
+                ("pg.readonly.password", "r"),
+            ],
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pg.readonly.user") && err.contains("pg.user"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,8 @@ mod startup;
 
 pub use checkpoint::CheckpointStatus;
 pub use config::{
-    BackupSettings, CheckpointLimits, ConfigError, HttpSettings, Properties, Schedule, Secret, Settings, TlsFiles,
+    BackupSettings, CheckpointLimits, ConfigError, HttpSettings, Properties, ReadonlyUser, Schedule, Secret, Settings,
+    TlsFiles,
 };
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};

@@ -25,54 +25,75 @@ const SCRAM_ITERATIONS: usize = 4096;
 /// The authentication policy, built once from the settings.
 #[derive(Clone, Debug)]
 pub(crate) struct Auth {
-    login: Login,
+    /// The user who may log in without a password (`pg.user` when `pg.password` is unset).
+    trust_user: Option<String>,
+    /// The users who log in with SCRAM: `pg.user` with `pg.password`, the read-only user.
+    passwords: Option<Arc<PasswordSource>>,
     /// Refuse clients on other hosts that did not negotiate TLS.
     tls_for_remote: bool,
 }
 
-#[derive(Clone)]
-enum Login {
-    Trust { user: String },
-    Password(Arc<PasswordSource>),
+/// A login: its user name and password.
+pub(crate) struct Credentials<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) password: &'a str,
 }
 
-impl Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Trust { user } => write!(f, "Trust({user})"),
-            Self::Password(p) => write!(f, "Password({}, ***)", p.user),
+impl Auth {
+    /// `main` logs in with its password, or without one when `main_password` is
+    /// `None`; `readonly` always needs its password.
+    pub(crate) fn new(
+        main_user: &str,
+        main_password: Option<&str>,
+        readonly: Option<Credentials<'_>>,
+        tls_for_remote: bool,
+    ) -> Self {
+        let main = main_password.map(|password| Credentials {
+            user: main_user,
+            password,
+        });
+        let verifiers: Vec<Verifier> = main.into_iter().chain(readonly).map(Verifier::new).collect();
+        Self {
+            trust_user: main_password.is_none().then(|| main_user.to_string()),
+            passwords: (!verifiers.is_empty()).then(|| Arc::new(PasswordSource { verifiers })),
+            tls_for_remote,
         }
     }
 }
 
-impl Auth {
-    pub(crate) fn new(user: &str, password: Option<&str>, tls_for_remote: bool) -> Self {
-        let login = match password {
-            None => Login::Trust { user: user.to_string() },
-            Some(pw) => {
-                let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
-                let salted = gen_salted_password(pw, &salt, SCRAM_ITERATIONS);
-                Login::Password(Arc::new(PasswordSource {
-                    user: user.to_string(),
-                    salt,
-                    salted,
-                }))
-            }
-        };
-        Self { login, tls_for_remote }
-    }
+/// Holds only salted SCRAM verifiers, never a password itself.
+pub(crate) struct PasswordSource {
+    verifiers: Vec<Verifier>,
 }
 
-/// Holds only the salted SCRAM verifier, never the password itself.
-pub(crate) struct PasswordSource {
+struct Verifier {
     user: String,
     salt: Vec<u8>,
     salted: Vec<u8>,
 }
 
+impl Verifier {
+    fn new(login: Credentials<'_>) -> Self {
+        let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
+        let salted = gen_salted_password(login.password, &salt, SCRAM_ITERATIONS);
+        Self {
+            user: login.user.to_string(),
+            salt,
+            salted,
+        }
+    }
+}
+
+impl PasswordSource {
+    fn knows(&self, user: &str) -> bool {
+        self.verifiers.iter().any(|v| v.user == user)
+    }
+}
+
 impl Debug for PasswordSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PasswordSource({})", self.user)
+        let users: Vec<&str> = self.verifiers.iter().map(|v| v.user.as_str()).collect();
+        write!(f, "PasswordSource({users:?})")
     }
 }
 
@@ -88,10 +109,10 @@ fn auth_failed(user: &str) -> PgWireError {
 impl AuthSource for PasswordSource {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        if user != self.user {
+        let Some(v) = self.verifiers.iter().find(|v| v.user == user) else {
             return Err(auth_failed(user));
-        }
-        Ok(Password::new(Some(self.salt.clone()), self.salted.clone()))
+        };
+        Ok(Password::new(Some(v.salt.clone()), v.salted.clone()))
     }
 }
 
@@ -141,35 +162,48 @@ impl StartupHandler for TrustStartup {
 
 /// One connection's startup handler (SCRAM keeps per-connection state).
 pub(crate) struct Startup {
-    login: LoginStartup,
+    trust: Option<TrustStartup>,
+    scram: Option<(
+        Arc<PasswordSource>,
+        SASLAuthStartupHandler<DefaultServerParameterProvider>,
+    )>,
     tls_for_remote: bool,
-}
-
-enum LoginStartup {
-    Trust(TrustStartup),
-    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
 }
 
 impl Startup {
     pub(crate) fn new(auth: &Auth, connections: Arc<ConnectionManager>) -> Self {
-        let login = match &auth.login {
-            Login::Trust { user } => LoginStartup::Trust(TrustStartup {
-                user: user.clone(),
-                connections,
-            }),
-            Login::Password(source) => {
-                let mut scram = ScramAuth::new(source.clone() as Arc<dyn AuthSource>);
-                scram.set_iterations(SCRAM_ITERATIONS);
-                LoginStartup::Scram(
-                    SASLAuthStartupHandler::new(compat::server_parameters())
-                        .with_scram(scram)
-                        .with_connection_manager(connections),
-                )
-            }
-        };
+        let trust = auth.trust_user.as_ref().map(|user| TrustStartup {
+            user: user.clone(),
+            connections: connections.clone(),
+        });
+        let scram = auth.passwords.as_ref().map(|source| {
+            let mut scram = ScramAuth::new(source.clone() as Arc<dyn AuthSource>);
+            scram.set_iterations(SCRAM_ITERATIONS);
+            let handler = SASLAuthStartupHandler::new(compat::server_parameters())
+                .with_scram(scram)
+                .with_connection_manager(connections);
+            (source.clone(), handler)
+        });
         Self {
-            login,
+            trust,
+            scram,
             tls_for_remote: auth.tls_for_remote,
+        }
+    }
+
+    /// Whether this message goes to the SCRAM exchange rather than trust. Trust
+    /// finishes on the startup message, so every later message is SCRAM's; the
+    /// startup message is SCRAM's when it names a user with a password, or when
+    /// nobody may log in without one (SCRAM then refuses the unknown user).
+    fn for_scram(&self, message: &PgWireFrontendMessage) -> bool {
+        let Some((source, _)) = &self.scram else {
+            return false;
+        };
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                self.trust.is_none() || startup.parameters.get("user").is_some_and(|u| source.knows(u))
+            }
+            _ => true,
         }
     }
 }
@@ -202,9 +236,11 @@ impl StartupHandler for Startup {
         {
             return Err(cleartext_refused(client));
         }
-        match &self.login {
-            LoginStartup::Trust(h) => h.on_startup(client, message).await,
-            LoginStartup::Scram(h) => h.on_startup(client, message).await,
+        match (&self.trust, &self.scram) {
+            (_, Some((_, scram))) if self.for_scram(&message) => scram.on_startup(client, message).await,
+            (Some(trust), _) => trust.on_startup(client, message).await,
+            // Not reached: `Auth` always has a trust user or a password.
+            (None, _) => Err(auth_failed("")),
         }
     }
 }

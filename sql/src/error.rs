@@ -37,6 +37,7 @@ pub mod sqlstate {
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 }
 
 use sqlstate::*;

@@ -32,6 +32,7 @@ use pgwire::messages::response::NoticeResponse;
 use crate::auth::Startup;
 use crate::error::SqlError;
 use crate::execute::{Outcome, execute, finish_copy};
+use crate::readonly::{self, ReadonlyUser};
 use crate::statements::{Command, CopyFrom, Parsed, split_and_parse};
 
 /// datafusion-postgres' statement type (see module doc).
@@ -45,15 +46,22 @@ pub(crate) struct Service {
     db: Arc<Database>,
     inner: Arc<DfSessionService>,
     parser: Arc<WrapParser>,
+    readonly: ReadonlyUser,
 }
 
 impl Service {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
+    pub(crate) fn new(db: Arc<Database>, readonly: ReadonlyUser) -> Self {
         let inner = Arc::new(DfSessionService::new(db.context()));
         let parser = Arc::new(WrapParser {
             inner: <DfSessionService as ExtendedQueryHandler>::query_parser(&inner),
+            readonly: readonly.clone(),
         });
-        Self { db, inner, parser }
+        Self {
+            db,
+            inner,
+            parser,
+            readonly,
+        }
     }
 
     async fn run<C>(&self, client: &mut C, cmd: &Command, format: &Format) -> PgWireResult<Response>
@@ -63,6 +71,9 @@ impl Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(user) = self.readonly.of(client) {
+            readonly::check_command(user, cmd).map_err(SqlError::into_pg)?;
+        }
         if let Command::Deallocate { name: Some(name) } = cmd {
             if client.portal_store().get_statement(name).is_none() {
                 return Err(SqlError::new(
@@ -163,9 +174,10 @@ impl SimpleQueryHandler for Service {
             // Stop at the first failure, as PostgreSQL does, keeping earlier results.
             let result = match &stmt {
                 Parsed::Ours(cmd) => self.run(client, cmd, &Format::UnifiedText).await.map(|r| vec![r]),
-                Parsed::Sql(text) => {
-                    <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, text).await
-                }
+                Parsed::Sql(text) => match self.readonly.of(client).map(|user| readonly::check_sql(user, text)) {
+                    Some(Err(refused)) => Err(refused.into_pg()),
+                    _ => <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, text).await,
+                },
             };
             match result {
                 Ok(rs) => responses.extend(rs),
@@ -181,6 +193,7 @@ impl SimpleQueryHandler for Service {
 
 pub(crate) struct WrapParser {
     inner: Arc<DfParser>,
+    readonly: ReadonlyUser,
 }
 
 /// Our command, if `sql` is exactly one of our statements.
@@ -202,7 +215,12 @@ impl QueryParser for WrapParser {
         match split_and_parse(sql) {
             Ok(parts) if matches!(parts.as_slice(), [Parsed::Ours(_)]) => Ok(Some((sql.to_string(), None))),
             Err(e) => Err(e.into_pg()),
-            Ok(_) => self.inner.parse_sql(client, sql, types).await,
+            Ok(_) => {
+                if let Some(user) = self.readonly.of(client) {
+                    readonly::check_sql(user, sql).map_err(SqlError::into_pg)?;
+                }
+                self.inner.parse_sql(client, sql, types).await
+            }
         }
     }
 
@@ -345,10 +363,10 @@ pub(crate) struct Handlers {
 }
 
 impl Handlers {
-    pub(crate) fn new(db: Arc<Database>, startup: crate::auth::Auth) -> Self {
+    pub(crate) fn new(db: Arc<Database>, startup: crate::auth::Auth, readonly: ReadonlyUser) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Self {
-            service: Arc::new(Service::new(db.clone())),
+            service: Arc::new(Service::new(db.clone(), readonly)),
             copier: Arc::new(Copier { db }),
             startup,
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),

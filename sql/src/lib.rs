@@ -16,6 +16,7 @@ pub mod error;
 mod execute;
 mod handlers;
 mod pg_functions;
+mod readonly;
 mod server;
 pub mod statements;
 #[cfg(test)]

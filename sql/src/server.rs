@@ -10,8 +10,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Credentials};
 use crate::handlers::Handlers;
+use crate::readonly::ReadonlyUser;
 
 /// How long open connections get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -39,12 +40,18 @@ pub async fn serve(
     setup_postgres(&db.context()).await?;
     let settings = db.settings();
     let tls_for_remote = tls.is_some() && !settings.allow_cleartext_remote;
+    let readonly = settings.readonly.as_ref().map(|r| Credentials {
+        user: &r.user,
+        password: r.password.expose(),
+    });
     let auth = Auth::new(
         &settings.user,
         settings.password.as_ref().map(|s| s.expose()),
+        readonly,
         tls_for_remote,
     );
-    let handlers = Arc::new(Handlers::new(db.clone(), auth));
+    let readonly_user = ReadonlyUser(settings.readonly.as_ref().map(|r| r.user.clone()));
+    let handlers = Arc::new(Handlers::new(db.clone(), auth, readonly_user));
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {

@@ -165,14 +165,23 @@ impl Server {
     /// Runs `psql` with `args` against this server; `None` when psql is not
     /// installed (after [`missing_tool`]).
     pub fn psql(&self, args: &[&str]) -> Option<std::process::Output> {
-        let out = Command::new("psql")
+        self.psql_as("admin", None, args)
+    }
+
+    /// [`Server::psql`] logged in as `user`, with `password` if given.
+    pub fn psql_as(&self, user: &str, password: Option<&str>, args: &[&str]) -> Option<std::process::Output> {
+        let mut psql = Command::new("psql");
+        if let Some(pw) = password {
+            psql.env("PGPASSWORD", pw);
+        }
+        let out = psql
             .args([
                 "-h",
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
                 "-U",
-                "admin",
+                user,
                 "-d",
                 "strata",
                 "-X",

@@ -14,6 +14,7 @@ mod housekeeping;
 mod logs;
 mod ops;
 mod queries;
+mod readonly;
 mod restore;
 mod s3;
 mod security;
