@@ -293,7 +293,11 @@ async fn backup(s: &Storage, store: &Store, micros: i64, keep: usize) -> BackupR
     check_data_id(store, "test-instance", s.data_id()).await.unwrap();
     let (pin, job) = job(s, store, micros);
     let progress: Progress = Arc::new(Mutex::new(new_record(&job, micros)));
-    let record = backup_and_cleanup(&job, &progress, &CancellationToken::new(), keep, || micros)
+    let retention = crate::Retention {
+        latest: keep,
+        ..crate::Retention::default()
+    };
+    let record = backup_and_cleanup(&job, &progress, &CancellationToken::new(), &retention, || micros)
         .await
         .record;
     drop(pin);

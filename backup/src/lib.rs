@@ -41,7 +41,9 @@ pub use manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 pub use restore::{
     OnProgress, PartitionFilter, PercentSteps, RestoreReport, TableRequest, restore_database, restore_table,
 };
-pub use retention::{CleanupPlan, CleanupReport, cleanup, complete_backups, plan_cleanup, plan_drop, read_manifest};
+pub use retention::{
+    CleanupPlan, CleanupReport, KeptBy, Retention, cleanup, complete_backups, plan_cleanup, plan_drop, read_manifest,
+};
 pub use run::{BackupJob, Estimate, Outcome, Progress, backup_and_cleanup, estimate, new_record, run_backup};
 pub use store::{Flush, MULTIPART_THRESHOLD, OpCounts, Store, redact};
 pub use throttle::Limits;

@@ -1,6 +1,7 @@
-//! Retention: keep the latest N complete backups, delete older manifests, their
-//! history, and then every object no remaining manifest references; and
-//! `DROP BACKUP`, the same for one chosen backup.
+//! Retention: keep the latest N complete backups and, by calendar (GFS), the
+//! newest of each of the last N days, ISO weeks and months that have one; delete
+//! the other manifests, their history, and then every object no remaining
+//! manifest references; and `DROP BACKUP`, the same for one chosen backup.
 //!
 //! Called by the backup task after its own manifest is written, or by `DROP
 //! BACKUP` when no backup runs (the engine holds one lock for both), so no
@@ -8,6 +9,8 @@
 //! retries; an object already gone counts as deleted, so a cleanup cut short is
 //! simply finished by the next one.
 use std::collections::HashSet;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone};
 
 use crate::error::{BackupError, Result};
 use crate::layout::{Folder, Object, format_timestamp, micros_of};
@@ -28,8 +31,143 @@ pub struct CleanupReport {
 pub struct CleanupPlan {
     keep: Vec<i64>,
     doomed: Vec<i64>,
-    /// History records older than this go too (those of failed backups among them).
+    /// History records older than this go too (those of failed backups among
+    /// them), except those of kept backups.
     history_before: i64,
+}
+
+impl CleanupPlan {
+    /// Whether the history record of the backup at `micros` goes.
+    pub fn deletes_history(&self, micros: i64) -> bool {
+        self.doomed.contains(&micros) || (micros < self.history_before && !self.keep.contains(&micros))
+    }
+}
+
+/// `backup.cleanup.keep.*`: which complete backups retention keeps. A backup is
+/// kept when any rule keeps it.
+///
+/// A calendar rule counts the days (weeks, months) that *have* a backup, as
+/// restic's `--keep-daily` does, not the calendar back from today: when backups
+/// stop for a while, the older dailies are kept rather than all aged out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest N (at least 1: the backup just written is always kept).
+    pub latest: usize,
+    /// The newest backup of each of the last N days with a backup (0: off).
+    pub daily: usize,
+    /// The same per ISO week (Monday to Sunday).
+    pub weekly: usize,
+    /// The same per calendar month.
+    pub monthly: usize,
+    /// The time zone days, weeks and months are counted in (`backup.schedule.tz`).
+    pub tz: chrono_tz::Tz,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            latest: 5,
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+            tz: chrono_tz::UTC,
+        }
+    }
+}
+
+/// The rules that keep one backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptBy {
+    pub latest: bool,
+    pub daily: bool,
+    pub weekly: bool,
+    pub monthly: bool,
+}
+
+impl KeptBy {
+    /// `latest,daily`, ...; `None` when no rule keeps the backup.
+    pub fn describe(&self) -> Option<String> {
+        let rules = [
+            (self.latest, "latest"),
+            (self.daily, "daily"),
+            (self.weekly, "weekly"),
+            (self.monthly, "monthly"),
+        ];
+        let names: Vec<&str> = rules.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+
+    fn any(&self) -> bool {
+        self.latest || self.daily || self.weekly || self.monthly
+    }
+}
+
+impl Retention {
+    /// The rules keeping each of `complete` (micros, newest first).
+    pub fn kept_by(&self, complete: &[i64]) -> Vec<KeptBy> {
+        let mut kept = vec![KeptBy::default(); complete.len()];
+        for k in kept.iter_mut().take(self.latest.max(1)) {
+            k.latest = true;
+        }
+        let days: Vec<NaiveDate> = complete
+            .iter()
+            .map(|m| {
+                let utc = DateTime::from_timestamp_micros(*m).unwrap_or_default();
+                self.tz.from_utc_datetime(&utc.naive_utc()).date_naive()
+            })
+            .collect();
+        mark_newest_per_period(&days, self.daily, |d| *d, &mut kept, |k| k.daily = true);
+        mark_newest_per_period(&days, self.weekly, |d| d.iso_week(), &mut kept, |k| k.weekly = true);
+        mark_newest_per_period(
+            &days,
+            self.monthly,
+            |d| (d.year(), d.month()),
+            &mut kept,
+            |k| k.monthly = true,
+        );
+        kept
+    }
+
+    /// What a cleanup over `complete` (micros, newest first) deletes; `None`
+    /// when every backup is kept.
+    pub fn plan(&self, complete: &[i64]) -> Option<CleanupPlan> {
+        let kept_by = self.kept_by(complete);
+        let (keep, doomed): (Vec<_>, Vec<_>) = complete.iter().zip(&kept_by).partition(|(_, k)| k.any());
+        if doomed.is_empty() {
+            return None;
+        }
+        let latest = self.latest.max(1).min(complete.len());
+        Some(CleanupPlan {
+            keep: keep.into_iter().map(|(m, _)| *m).collect(),
+            doomed: doomed.into_iter().map(|(m, _)| *m).collect(),
+            history_before: complete[latest - 1],
+        })
+    }
+}
+
+/// Marks, in `kept`, the first (newest) backup of each of the first `n`
+/// distinct periods of `days` (newest first).
+fn mark_newest_per_period<K: PartialEq>(
+    days: &[NaiveDate],
+    n: usize,
+    period: impl Fn(&NaiveDate) -> K,
+    kept: &mut [KeptBy],
+    mark: impl Fn(&mut KeptBy),
+) {
+    let mut seen: Option<K> = None;
+    let mut periods = 0;
+    for (day, k) in days.iter().zip(kept.iter_mut()) {
+        let p = period(day);
+        if seen.as_ref() == Some(&p) {
+            continue;
+        }
+        periods += 1;
+        if periods > n {
+            return;
+        }
+        mark(k);
+        seen = Some(p);
+    }
 }
 
 /// Micros of every complete backup (those with a manifest), newest first.
@@ -68,19 +206,10 @@ pub async fn read_manifest(store: &Store, instance: &str, micros: i64) -> Result
     Manifest::parse(store.key_of(instance, object).as_ref(), &bytes)
 }
 
-/// What a cleanup keeping the latest `keep_latest` backups would delete; `None`
-/// when it would delete nothing.
-pub async fn plan_cleanup(store: &Store, instance: &str, keep_latest: usize) -> Result<Option<CleanupPlan>> {
-    let backups = complete_backups(store, instance).await?;
-    if backups.len() <= keep_latest.max(1) {
-        return Ok(None);
-    }
-    let (keep, doomed) = backups.split_at(keep_latest.max(1));
-    Ok(Some(CleanupPlan {
-        history_before: keep.last().copied().unwrap_or(i64::MIN),
-        keep: keep.to_vec(),
-        doomed: doomed.to_vec(),
-    }))
+/// What a cleanup by `retention` would delete in the store now; `None` when it
+/// would delete nothing.
+pub async fn plan_cleanup(store: &Store, instance: &str, retention: &Retention) -> Result<Option<CleanupPlan>> {
+    Ok(retention.plan(&complete_backups(store, instance).await?))
 }
 
 /// What `DROP BACKUP` of the complete backup at `micros` deletes: its manifest,
@@ -109,8 +238,7 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
         report.manifests_deleted += 1;
     }
     for listed in store.list(instance, Folder::History).await? {
-        let doomed = |t: &i64| *t < plan.history_before || plan.doomed.contains(t);
-        if let Some(micros) = micros_of(&listed.name).filter(doomed) {
+        if let Some(micros) = micros_of(&listed.name).filter(|m| plan.deletes_history(*m)) {
             store.delete(instance, Object::History(micros)).await?;
         }
     }
@@ -122,4 +250,107 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Micros of `2024-mm-dd hh:mm` UTC.
+    fn at(month: u32, day: u32, hour: u32, minute: u32) -> i64 {
+        chrono::Utc
+            .with_ymd_and_hms(2024, month, day, hour, minute, 0)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    fn rules(kept: &[KeptBy]) -> Vec<Option<String>> {
+        kept.iter().map(KeptBy::describe).collect()
+    }
+
+    #[test]
+    fn calendar_rules_keep_the_newest_backup_of_each_period_that_has_one() {
+        let daily = Retention {
+            latest: 1,
+            daily: 2,
+            ..Retention::default()
+        };
+        // Newest first: two on Jan 10, one on Jan 9, one on Jan 3 (a gap of days
+        // without backups does not age Jan 3 out: it is the second day that has one).
+        let backups = [at(1, 10, 18, 0), at(1, 10, 6, 0), at(1, 3, 12, 0), at(1, 2, 12, 0)];
+        let kept = daily.kept_by(&backups);
+        assert_eq!(
+            rules(&kept),
+            [Some("latest,daily".into()), None, Some("daily".into()), None]
+        );
+        let plan = daily.plan(&backups).expect("two to delete");
+        assert_eq!(plan.keep, [backups[0], backups[2]]);
+        assert_eq!(plan.doomed, [backups[1], backups[3]]);
+        assert!(!plan.deletes_history(backups[2]), "a kept backup keeps its history");
+        assert!(plan.deletes_history(backups[3]));
+    }
+
+    #[test]
+    fn weeks_are_iso_weeks_and_months_calendar_months() {
+        let weekly = Retention {
+            latest: 1,
+            weekly: 2,
+            monthly: 2,
+            ..Retention::default()
+        };
+        // Mon Mar 4, Sun Mar 3 (the week before), Sat Mar 2 (same week as Sun),
+        // Thu Feb 29 (the third week back), Jan 31.
+        let backups = [
+            at(3, 4, 1, 0),
+            at(3, 3, 1, 0),
+            at(3, 2, 1, 0),
+            at(2, 29, 1, 0),
+            at(1, 31, 1, 0),
+        ];
+        assert_eq!(
+            rules(&weekly.kept_by(&backups)),
+            [
+                Some("latest,weekly,monthly".into()),
+                Some("weekly".into()),
+                None,
+                Some("monthly".into()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn days_are_counted_in_the_configured_time_zone() {
+        // 23:30 UTC on Jan 1 is already Jan 2 in Paris: one day, not two.
+        let backups = [at(1, 2, 6, 0), at(1, 1, 23, 30), at(1, 1, 12, 0)];
+        let utc = Retention {
+            latest: 1,
+            daily: 2,
+            ..Retention::default()
+        };
+        let paris = Retention {
+            tz: chrono_tz::Europe::Paris,
+            ..utc.clone()
+        };
+        assert_eq!(
+            rules(&utc.kept_by(&backups)),
+            [Some("latest,daily".into()), Some("daily".into()), None]
+        );
+        assert_eq!(
+            rules(&paris.kept_by(&backups)),
+            [Some("latest,daily".into()), None, Some("daily".into())]
+        );
+    }
+
+    #[test]
+    fn rules_off_keep_only_the_latest_and_nothing_doomed_plans_nothing() {
+        let latest = Retention {
+            latest: 2,
+            ..Retention::default()
+        };
+        let backups = [at(1, 3, 0, 0), at(1, 2, 0, 0), at(1, 1, 0, 0)];
+        let plan = latest.plan(&backups).expect("the oldest goes");
+        assert_eq!(plan.doomed, [backups[2]]);
+        assert_eq!(latest.plan(&backups[..2]), None);
+    }
 }

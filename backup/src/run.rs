@@ -330,7 +330,7 @@ pub async fn backup_and_cleanup(
     job: &BackupJob,
     progress: &Progress,
     cancel: &CancellationToken,
-    keep_latest: usize,
+    retention: &crate::Retention,
     now: impl Fn() -> i64,
 ) -> Outcome {
     let started = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -354,7 +354,7 @@ pub async fn backup_and_cleanup(
             "backup {} complete",
             format_timestamp(job.backup_micros)
         );
-        if let Err(e) = clean_up(job, progress, &mut record, keep_latest).await {
+        if let Err(e) = clean_up(job, progress, &mut record, retention).await {
             tracing::warn!("backup {}: cleanup failed: {e}", format_timestamp(job.backup_micros));
             record.status = Status::CleanupFailed;
             record.cleanup_error = Some(e.to_string());
@@ -370,8 +370,13 @@ pub async fn backup_and_cleanup(
 /// Retention after a complete backup. The record stays `backup complete` when
 /// there is nothing to delete; otherwise it shows `cleanup in progress` while
 /// old backups are deleted, then `cleanup complete`.
-async fn clean_up(job: &BackupJob, progress: &Progress, record: &mut BackupRecord, keep_latest: usize) -> Result<()> {
-    let Some(plan) = crate::retention::plan_cleanup(&job.store, &job.instance, keep_latest).await? else {
+async fn clean_up(
+    job: &BackupJob,
+    progress: &Progress,
+    record: &mut BackupRecord,
+    retention: &crate::Retention,
+) -> Result<()> {
+    let Some(plan) = crate::retention::plan_cleanup(&job.store, &job.instance, retention).await? else {
         return Ok(());
     };
     record.status = Status::CleanupInProgress;

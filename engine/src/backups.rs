@@ -64,8 +64,8 @@ impl Slot {
         history.insert(0, record.clone());
         if record.status.backup_succeeded() {
             // Retention removed older records from the store; mirror that.
-            if let Ok(kept) = kept_after_cleanup(&history, self.backups.settings.keep_latest) {
-                history.retain(|r| r.backup_micros >= kept);
+            if let Some(plan) = self.backups.settings.retention.plan(&complete(&history)) {
+                history.retain(|r| !plan.deletes_history(r.backup_micros));
             }
         }
         *running = None;
@@ -193,13 +193,12 @@ impl Backups {
             }
         };
         let (tx, rx) = oneshot::channel();
-        let keep_latest = self.settings.keep_latest;
+        let retention = self.settings.retention.clone();
         let clock = self.storage.clock().clone();
         crate::background::spawn(async move {
             // Both live exactly as long as this task, however it ends.
             let (_pin, slot) = (pin, slot);
-            let outcome =
-                backup::backup_and_cleanup(&job, &progress, &cancel, keep_latest, || clock.now_micros()).await;
+            let outcome = backup::backup_and_cleanup(&job, &progress, &cancel, &retention, || clock.now_micros()).await;
             slot.finish(outcome.record.clone());
             let _ = tx.send(outcome);
         });
@@ -313,6 +312,21 @@ impl Backups {
         out.extend(lock(&self.history).iter().cloned());
         out
     }
+
+    /// For each of `records` (newest first), the retention rules that keep it
+    /// were a cleanup to run now (`latest,daily`, ...); `None` for a backup it
+    /// would delete and for one that is not complete.
+    pub(crate) fn kept_by(&self, records: &[BackupRecord]) -> Vec<Option<String>> {
+        let complete = complete(records);
+        let kept_by = self.settings.retention.kept_by(&complete);
+        records
+            .iter()
+            .map(|r| {
+                let at = complete.iter().position(|m| *m == r.backup_micros)?;
+                r.status.backup_succeeded().then(|| kept_by[at].describe()).flatten()
+            })
+            .collect()
+    }
 }
 
 /// Starts a backup at every tick of the schedule until cancelled; a tick that finds
@@ -343,16 +357,13 @@ pub(crate) async fn run_schedule(backups: Arc<Backups>, schedule: Schedule, canc
 }
 
 /// Micros of the oldest complete backup retention keeps.
-fn kept_after_cleanup(history: &[BackupRecord], keep: usize) -> std::result::Result<i64, ()> {
-    let complete: Vec<i64> = history
+/// Micros of the complete backups in `history` (newest first, as it is kept).
+fn complete(history: &[BackupRecord]) -> Vec<i64> {
+    history
         .iter()
         .filter(|r| r.status.backup_succeeded())
         .map(|r| r.backup_micros)
-        .collect();
-    if complete.len() <= keep || keep == 0 {
-        return Err(());
-    }
-    Ok(complete[keep - 1])
+        .collect()
 }
 
 fn already_running() -> EngineError {
@@ -363,6 +374,7 @@ fn already_running() -> EngineError {
 mod tests {
     use std::sync::atomic::AtomicBool;
 
+    use chrono::TimeZone;
     use futures::stream::BoxStream;
     use object_store::local::LocalFileSystem;
     use object_store::path::Path as ObjPath;
@@ -475,6 +487,142 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("the backup slot was never freed");
+    }
+
+    #[derive(Debug, Default)]
+    struct ManualClock(std::sync::atomic::AtomicI64);
+
+    impl storage::Clock for ManualClock {
+        fn now_micros(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// The backups `retention` keeps of `all`, computed apart from the code
+    /// under test: group by the period's formatted name, keep the newest of the
+    /// N greatest names.
+    fn expected_kept(all: &[i64], retention: &backup::Retention) -> std::collections::BTreeSet<i64> {
+        let mut kept: std::collections::BTreeSet<i64> = all.iter().rev().take(retention.latest).copied().collect();
+        for (format, n) in [
+            ("%Y-%m-%d", retention.daily),
+            ("%G-W%V", retention.weekly),
+            ("%Y-%m", retention.monthly),
+        ] {
+            let mut newest = std::collections::BTreeMap::<String, i64>::new();
+            for m in all {
+                let local = chrono::DateTime::from_timestamp_micros(*m)
+                    .unwrap()
+                    .with_timezone(&retention.tz);
+                let slot = newest.entry(local.format(format).to_string()).or_insert(*m);
+                *slot = (*slot).max(*m);
+            }
+            kept.extend(newest.values().rev().take(n));
+        }
+        kept
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn three_years_of_daily_backups_keep_exactly_what_the_calendar_rules_name() {
+        let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let clock = Arc::new(ManualClock::default());
+        let storage = Storage::open(db.path(), clock.clone(), HousekeepingSettings::default(), None).unwrap();
+        storage.create_table(table_meta(), false).unwrap();
+        let store = Store::from_object_store(Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()), "local");
+        let retention = backup::Retention {
+            latest: 3,
+            daily: 7,
+            weekly: 5,
+            monthly: 12,
+            tz: chrono_tz::Europe::Paris,
+        };
+        let settings = BackupSettings {
+            retention: retention.clone(),
+            ..BackupSettings::default()
+        };
+        let backups = Arc::new(
+            Backups::with_store(storage.clone(), settings, Some(store.clone()), CancellationToken::new())
+                .await
+                .unwrap(),
+        );
+        // 22:30 UTC: 23:30 in Paris in winter but 00:30 the next day in summer, so
+        // the clock changes give Paris a day with two backups and a day with none,
+        // and in the summer the last days end (Paris) weeks and months sooner.
+        let first = chrono::Utc
+            .with_ymd_and_hms(2023, 6, 1, 22, 30, 0)
+            .unwrap()
+            .timestamp_micros();
+        let mut all = Vec::new();
+        for day in 0..3 * 365 + 1 {
+            let micros = first + day * 86_400_000_000;
+            clock.0.store(micros, Ordering::SeqCst);
+            // Each day's data replaces the last, so every deleted backup leaves
+            // an object no other backup needs.
+            storage.table("t").unwrap().truncate().unwrap();
+            append_day(&storage, 19_000 + day);
+            let (started, finished) = backups.start().await.unwrap();
+            let outcome = finished.await.unwrap();
+            assert!(outcome.error.is_none(), "day {day}: {outcome:?}");
+            all.push(started);
+        }
+
+        let expected = expected_kept(&all, &retention);
+        let in_utc = backup::Retention {
+            tz: chrono_tz::UTC,
+            ..retention.clone()
+        };
+        assert_ne!(expected, expected_kept(&all, &in_utc), "the time zone matters here");
+        let in_store: std::collections::BTreeSet<i64> = backup::complete_backups(&store, &backups.instance)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(in_store, expected);
+        assert!(expected.len() >= 20, "every rule kept some: {}", expected.len());
+        // backups() shows exactly the kept ones, each with the rules keeping it.
+        let records = backups.records();
+        let shown: std::collections::BTreeSet<i64> = records.iter().map(|r| r.backup_micros).collect();
+        assert_eq!(shown, expected);
+        let kept_by = backups.kept_by(&records);
+        assert!(kept_by.iter().all(Option::is_some), "{kept_by:?}");
+        assert_eq!(kept_by[0].as_deref(), Some("latest,daily,weekly,monthly"));
+        assert_eq!(
+            kept_by
+                .iter()
+                .filter(|k| k.as_deref().unwrap().contains("monthly"))
+                .count(),
+            12
+        );
+        // The store holds the history of the kept backups only, and exactly the
+        // objects their manifests reference.
+        let instance_dir = dir.path().join(backup::layout::instance_dir(&backups.instance));
+        let histories: std::collections::BTreeSet<i64> = std::fs::read_dir(instance_dir.join("history"))
+            .unwrap()
+            .filter_map(|e| backup::layout::micros_of(&e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        assert_eq!(histories, expected);
+        let mut referenced = std::collections::BTreeSet::new();
+        for m in &expected {
+            let manifest = backup::read_manifest(&store, &backups.instance, *m).await.unwrap();
+            referenced.extend(
+                manifest
+                    .tables
+                    .into_iter()
+                    .flat_map(|t| t.files.into_iter().map(|f| f.object)),
+            );
+        }
+        let mut objects = std::collections::BTreeSet::new();
+        for shard in std::fs::read_dir(instance_dir.join("files")).unwrap() {
+            let shard = shard.unwrap();
+            for object in std::fs::read_dir(shard.path()).unwrap() {
+                let (shard, object) = (shard.file_name(), object.unwrap().file_name());
+                objects.insert(format!(
+                    "files/{}/{}",
+                    shard.to_string_lossy(),
+                    object.to_string_lossy()
+                ));
+            }
+        }
+        assert_eq!(objects, referenced);
     }
 
     #[tokio::test(flavor = "multi_thread")]

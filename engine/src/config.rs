@@ -73,6 +73,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "backup.object.store",
     "backup.compression.level",
     "backup.cleanup.keep.latest.n",
+    "backup.cleanup.keep.daily.n",
+    "backup.cleanup.keep.weekly.n",
+    "backup.cleanup.keep.monthly.n",
     "backup.instance.name",
     "backup.schedule.cron",
     "backup.schedule.tz",
@@ -227,7 +230,8 @@ pub struct BackupSettings {
     pub compression_threads: usize,
     /// `backup.max.bandwidth.mb` in bytes per second.
     pub max_bandwidth: Option<u64>,
-    pub keep_latest: usize,
+    /// `backup.cleanup.keep.*`, counted in `backup.schedule.tz`.
+    pub retention: backup::Retention,
     pub instance_name: Option<String>,
     /// `backup.schedule.cron` in `backup.schedule.tz`.
     pub schedule: Option<Schedule>,
@@ -260,7 +264,7 @@ impl Default for BackupSettings {
             // Half the cores: the other half stays with foreground queries and inserts.
             compression_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             max_bandwidth: None,
-            keep_latest: 5,
+            retention: backup::Retention::default(),
             instance_name: None,
             schedule: None,
             encryption: None,
@@ -401,9 +405,7 @@ impl Settings {
                 enabled: p.boolean("backup.enabled")?.unwrap_or(true),
                 object_store: p.get("backup.object.store").map(Secret::new),
                 compression_level: p.number("backup.compression.level", 1, 22)?.map_or(5, |n| n as i32),
-                keep_latest: p
-                    .number("backup.cleanup.keep.latest.n", 1, 100_000)?
-                    .map_or(5, |n| n as usize),
+                retention: retention(p)?,
                 compression_threads: p
                     .number("backup.compression.threads", 1, 1024)?
                     .map_or(BackupSettings::default().compression_threads, |n| n as usize),
@@ -477,13 +479,29 @@ fn tls(p: &Properties) -> Result<Option<TlsFiles>, ConfigError> {
 }
 
 /// `backup.schedule.cron` (5 fields; a leading seconds field is also accepted) and `backup.schedule.tz`.
+/// `backup.schedule.tz`: the zone of the schedule and of retention's calendar.
+fn time_zone(p: &Properties) -> Result<chrono_tz::Tz, ConfigError> {
+    Ok(p.parse_with("backup.schedule.tz", |v| {
+        v.parse::<chrono_tz::Tz>()
+            .map_err(|_| format!("'{v}' is not an IANA time zone such as Europe/Paris"))
+    })?
+    .unwrap_or(chrono_tz::UTC))
+}
+
+fn retention(p: &Properties) -> Result<backup::Retention, ConfigError> {
+    let count = |key: &str, min| p.number(key, min, 100_000).map(|n| n.map(|n| n as usize));
+    let defaults = backup::Retention::default();
+    Ok(backup::Retention {
+        latest: count("backup.cleanup.keep.latest.n", 1)?.unwrap_or(defaults.latest),
+        daily: count("backup.cleanup.keep.daily.n", 0)?.unwrap_or(0),
+        weekly: count("backup.cleanup.keep.weekly.n", 0)?.unwrap_or(0),
+        monthly: count("backup.cleanup.keep.monthly.n", 0)?.unwrap_or(0),
+        tz: time_zone(p)?,
+    })
+}
+
 fn schedule(p: &Properties) -> Result<Option<Schedule>, ConfigError> {
-    let tz = p
-        .parse_with("backup.schedule.tz", |v| {
-            v.parse::<chrono_tz::Tz>()
-                .map_err(|_| format!("'{v}' is not an IANA time zone such as Europe/Paris"))
-        })?
-        .unwrap_or(chrono_tz::UTC);
+    let tz = time_zone(p)?;
     let cron = p.parse_with("backup.schedule.cron", |v| {
         v.parse::<croner::Cron>()
             .map_err(|e| format!("'{v}' is not a cron expression such as '0 3 * * *': {e}"))
@@ -635,7 +653,7 @@ mod tests {
     fn backup_settings() {
         let s = Settings::from_properties(&props(&[], &[])).unwrap();
         assert!(s.backup.enabled && s.backup.object_store.is_none());
-        assert_eq!((s.backup.compression_level, s.backup.keep_latest), (5, 5));
+        assert_eq!((s.backup.compression_level, s.backup.retention.latest), (5, 5));
         for (k, v) in [
             ("backup.compression.level", "23"),
             ("backup.enabled", "yes"),

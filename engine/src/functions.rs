@@ -68,6 +68,7 @@ impl TableFunctionImpl for BackupsFunction {
             Field::new("files_uploaded", DataType::Int64, false),
             Field::new("bytes_total", DataType::Int64, false),
             Field::new("bytes_uploaded", DataType::Int64, false),
+            Field::new("kept_by", DataType::Utf8, true),
         ]));
         let int = |f: fn(&backup::BackupRecord) -> u64| -> ArrayRef {
             Arc::new(Int64Array::from(
@@ -112,6 +113,7 @@ impl TableFunctionImpl for BackupsFunction {
             int(|r| r.files_uploaded),
             int(|r| r.bytes_total),
             int(|r| r.bytes_uploaded),
+            Arc::new(StringArray::from(self.0.kept_by(&records))),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))

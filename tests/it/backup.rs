@@ -364,6 +364,29 @@ async fn retention_keeps_the_latest_n_and_no_unreferenced_files() {
     assert_eq!(stored, referenced, "exactly the files the remaining backups need");
     assert_eq!(backups(&c).await.len(), 2, "history follows retention");
     assert_eq!(manifest_rows(&ms[1]), 3);
+    let kept_by: Vec<String> = backups(&c).await.iter().map(|r| field(r, "kept_by")).collect();
+    assert_eq!(kept_by, ["latest", "latest"]);
+
+    // Lowering the limit shows, before anything is deleted, what the next
+    // cleanup will delete (kept_by NULL); the next backup then deletes it.
+    drop(c);
+    server.stop();
+    let server = Server::start(
+        root.path(),
+        store_opts(store.path())
+            .conf("backup.cleanup.keep.latest.n", "1")
+            .conf("backup.cleanup.keep.daily.n", "1"),
+    );
+    let c = server.connect().await;
+    let rows = backups(&c).await;
+    let preview: Vec<Option<String>> = rows.iter().map(|r| r["kept_by"].clone()).collect();
+    assert_eq!(preview, [Some("latest,daily".to_string()), None], "{rows:?}");
+    assert_eq!(manifests(store.path()).len(), 2, "nothing deleted yet");
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    let rows = backups(&c).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(field(&rows[0], "kept_by"), "latest,daily");
+    assert_eq!(manifests(store.path()).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
