@@ -102,7 +102,7 @@ pub(crate) async fn list(conn: &str, instance: Option<&str>, key: &Key) -> CliRe
 pub(crate) async fn verify(target: &Target) -> CliResult {
     let (store, selector) = target.open()?;
     let progress = Progress::new("verifying");
-    let report = backup::verify(&store, &selector, &|d, t| progress.update(d, t)).await?;
+    let report = backup::verify(&store, &selector, None, &|d, t| progress.update(d, t)).await?;
     progress.finish();
     println!(
         "backup {} of instance {}: {} tables, {} files, {} bytes checked",

@@ -333,7 +333,7 @@ async fn all_complete_backups_verify(store: &Store) -> Vec<i64> {
             instance: None,
             timestamp: Some(layout::format_timestamp(*m)),
         };
-        let report = verify(store, &selector, &|_, _| {}).await.unwrap();
+        let report = verify(store, &selector, None, &|_, _| {}).await.unwrap();
         assert!(report.ok(), "backup {m} does not verify: {:?}", report.problems);
     }
     complete
@@ -648,4 +648,74 @@ async fn an_object_a_power_loss_left_empty_is_uploaded_again() {
     );
     assert!(std::fs::metadata(&victim).unwrap().len() > 0);
     assert_eq!(restored_content(&store, 2_000).await, content(&s));
+}
+
+#[tokio::test(start_paused = true)]
+async fn verification_is_paced_by_the_bandwidth_limit() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let store = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
+    let micros = 1_000_000;
+    assert!(backup(&s, &store, micros, 5).await.status.backup_succeeded());
+    let manifest = read_manifest(&store, "test-instance", micros).await.unwrap();
+    // Each distinct file once, as verify fetches them.
+    let stored: Vec<u64> = manifest
+        .tables
+        .iter()
+        .flat_map(|t| &t.files)
+        .map(|f| (f.file.hash.clone(), f.stored_bytes))
+        .collect::<HashMap<_, _>>()
+        .into_values()
+        .collect();
+    // Pacing lets the first download start at once and each later one when the
+    // bytes before it would have taken their time at the rate.
+    let rate = 1_000;
+    let paced = (stored.iter().sum::<u64>() - stored.iter().max().unwrap()) as f64 / rate as f64;
+    let selector = Selector {
+        instance: None,
+        timestamp: None,
+    };
+    let verify_with = |limits: Option<Limits>| {
+        let (store, selector) = (store.clone(), selector.clone());
+        async move {
+            let started = tokio::time::Instant::now();
+            let report = verify(&store, &selector, limits.as_ref(), &|_, _| {}).await.unwrap();
+            assert!(report.ok(), "{:?}", report.problems);
+            started.elapsed().as_secs_f64()
+        }
+    };
+    let limited = verify_with(Some(Limits::new(Some(rate), 1))).await;
+    assert!(limited >= paced, "verified in {limited} s, paced {paced} s");
+    assert!(verify_with(None).await < paced, "without a limit nothing waits");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_dropped_while_it_is_verified_is_reported_as_deleted_not_corrupt() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let (slow, faults) = faulty_store(dir.path());
+    let micros = 1_000_000;
+    assert!(backup(&s, &slow, micros, 5).await.status.backup_succeeded());
+    // Every operation of the verification waits a second; the drop, through
+    // another handle on the same store, does not.
+    faults.delay_ms.store(1_000, Ordering::SeqCst);
+    faults.set(Plan::Healthy);
+    let selector = Selector {
+        instance: Some("test-instance".into()),
+        timestamp: None,
+    };
+    let verification = tokio::spawn(async move { verify(&slow, &selector, None, &|_, _| {}).await });
+    // Finding the backup takes three operations (list, manifest, data id); the
+    // fourth is the first download, which then waits its second.
+    while faults.ops.load(Ordering::SeqCst) < 4 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let fast = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
+    let plan = plan_drop(&fast, "test-instance", micros).await.unwrap();
+    assert!(cleanup(&fast, "test-instance", &plan).await.unwrap().objects_deleted > 0);
+    let err = verification.await.unwrap().expect_err("the backup went away");
+    assert!(
+        matches!(&err, BackupError::NotFound(m) if m.contains("deleted while it was being verified")),
+        "{err}"
+    );
 }

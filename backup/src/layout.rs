@@ -5,6 +5,7 @@
 //! <prefix>/_backup/<instance>/files/<hash[0..2]>/<hash>.<zst|raw>[.enc]
 //! <prefix>/_backup/<instance>/manifests/<backup_micros>.json
 //! <prefix>/_backup/<instance>/history/<backup_micros>.json
+//! <prefix>/_backup/<instance>/verifications/<backup_micros>-<verified_micros>-<ok|corrupt>.json
 //! ```
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,9 @@ pub enum Object<'a> {
     Manifest(i64),
     /// The history record of the backup taken at these micros.
     History(i64),
+    /// The record of one verification of a backup; its verdict is in the
+    /// key too, so the newest sound one is found by listing alone.
+    Verification { backup: i64, verified: i64, sound: bool },
     /// A data file's object, by its name relative to the instance folder as
     /// manifests record it (see [`object_name`]).
     File(&'a str),
@@ -51,6 +55,14 @@ impl Object<'_> {
             Self::DataId => data_id_key(instance),
             Self::Manifest(micros) => manifest_key(instance, micros),
             Self::History(micros) => history_key(instance, micros),
+            Self::Verification {
+                backup,
+                verified,
+                sound,
+            } => {
+                let verdict = if sound { "ok" } else { "corrupt" };
+                format!("{}/{backup}-{verified}-{verdict}.json", verifications_dir(instance))
+            }
             Self::File(name) => format!("{}/{name}", instance_dir(instance)),
         }
     }
@@ -61,6 +73,7 @@ impl Object<'_> {
 pub enum Folder {
     Manifests,
     History,
+    Verifications,
     /// Data objects, spread over 256 shard folders.
     Files,
 }
@@ -71,6 +84,7 @@ impl Folder {
         match self {
             Self::Manifests => manifests_dir(instance),
             Self::History => history_dir(instance),
+            Self::Verifications => verifications_dir(instance),
             Self::Files => files_dir(instance),
         }
     }
@@ -112,6 +126,29 @@ pub fn history_key(instance: &str, micros: i64) -> String {
     format!("{}/{micros}.json", history_dir(instance))
 }
 
+pub fn verifications_dir(instance: &str) -> String {
+    format!("{}/verifications", instance_dir(instance))
+}
+
+/// The [`Object::Verification`] named by `.../<backup>-<verified>-<ok|corrupt>.json`.
+pub fn verification_of(key: &str) -> Option<Object<'static>> {
+    let name = key.rsplit('/').next()?.strip_suffix(".json")?;
+    let mut parts = name.split('-');
+    let (backup, verified, verdict) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Object::Verification {
+        backup: backup.parse().ok()?,
+        verified: verified.parse().ok()?,
+        sound: match verdict {
+            "ok" => true,
+            "corrupt" => false,
+            _ => return None,
+        },
+    })
+}
+
 /// `1724502896789123` from `.../manifests/1724502896789123.json`.
 pub fn micros_of(key: &str) -> Option<i64> {
     key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
@@ -142,6 +179,20 @@ mod tests {
             "_backup/a/files/ab/abcdef.zst"
         );
         assert_eq!(Folder::Files.key("a"), "_backup/a/files");
+        let verification = Object::Verification {
+            backup: 7,
+            verified: 9,
+            sound: false,
+        };
+        assert_eq!(verification.key("a"), "_backup/a/verifications/7-9-corrupt.json");
+        assert_eq!(verification_of(&verification.key("a")), Some(verification));
+        for bad in ["7-9.json", "7-9-fine.json", "7-x-ok.json", "7-9-ok-1.json"] {
+            assert_eq!(
+                verification_of(&format!("_backup/a/verifications/{bad}")),
+                None,
+                "{bad}"
+            );
+        }
         assert_eq!(format_timestamp(1_724_502_896_789_123), "2024-08-24T12:34:56.789123Z");
     }
 }

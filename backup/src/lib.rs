@@ -47,4 +47,7 @@ pub use retention::{
 pub use run::{BackupJob, Estimate, Outcome, Progress, backup_and_cleanup, estimate, new_record, run_backup};
 pub use store::{Flush, MULTIPART_THRESHOLD, OpCounts, Store, redact};
 pub use throttle::Limits;
-pub use verify::{Problem, VerifyReport, verify};
+pub use verify::{
+    Problem, StoredVerifications, VERIFY_RECORD_VERSION, VerifyRecord, VerifyReport, VerifyStatus, load_verifications,
+    put_verification, verify,
+};

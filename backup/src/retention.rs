@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone};
 
 use crate::error::{BackupError, Result};
-use crate::layout::{Folder, Object, format_timestamp, micros_of};
+use crate::layout::{Folder, Object, format_timestamp, micros_of, verification_of};
 use crate::manifest::Manifest;
 use crate::store::Store;
 
@@ -225,7 +225,8 @@ pub async fn plan_drop(store: &Store, instance: &str, micros: i64) -> Result<Cle
 }
 
 /// Deletes what `plan` names: the old manifests first (from then on those
-/// backups no longer exist), their history, then unreferenced objects.
+/// backups no longer exist), their history and verification records, then
+/// unreferenced objects.
 pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let mut referenced = HashSet::new();
@@ -240,6 +241,13 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
     for listed in store.list(instance, Folder::History).await? {
         if let Some(micros) = micros_of(&listed.name).filter(|m| plan.deletes_history(*m)) {
             store.delete(instance, Object::History(micros)).await?;
+        }
+    }
+    for listed in store.list(instance, Folder::Verifications).await? {
+        if let Some(object @ Object::Verification { backup, .. }) = verification_of(&listed.name)
+            && !plan.keep.contains(&backup)
+        {
+            store.delete(instance, object).await?;
         }
     }
     for listed in store.list(instance, Folder::Files).await? {

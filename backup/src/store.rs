@@ -577,7 +577,7 @@ impl Store {
         let dir = self.key(&folder.key(instance));
         let metas = match folder {
             Folder::Files => self.list_sharded(&dir).await?,
-            Folder::Manifests | Folder::History => self.list_prefix(&dir).await?,
+            Folder::Manifests | Folder::History | Folder::Verifications => self.list_prefix(&dir).await?,
         };
         let base_len = self.key(&instance_dir(instance)).as_ref().len() + 1;
         Ok(metas

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackupSettings, Schedule};
 use crate::error::{EngineError, Result};
+use crate::verifications::Verifications;
 
 #[derive(Debug)]
 struct Running {
@@ -37,6 +38,7 @@ pub(crate) struct Backups {
     exclusive: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled at shutdown: stops a running backup.
     shutdown: CancellationToken,
+    verifications: Verifications,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,6 +135,10 @@ impl Backups {
             }
         }
         let failures = history.iter().filter(|r| r.status == Status::BackupFailed).count();
+        let verifications = match &store {
+            Some(store) => Verifications::load(store, &instance).await,
+            None => Verifications::default(),
+        };
         Ok(Self {
             storage,
             settings,
@@ -143,6 +149,7 @@ impl Backups {
             failures: AtomicU64::new(failures as u64),
             exclusive: Arc::default(),
             shutdown,
+            verifications,
         })
     }
 
@@ -253,14 +260,26 @@ impl Backups {
         Ok(report)
     }
 
-    /// `VERIFY BACKUP`: checks every file of a backup of this instance.
-    pub(crate) async fn verify(&self, timestamp: Option<String>) -> Result<backup::VerifyReport> {
+    /// `VERIFY BACKUP`: checks every file of a backup of this instance, on the
+    /// background threads and paced like backups, and records the result.
+    pub(crate) async fn verify(self: &Arc<Self>, timestamp: Option<String>) -> Result<backup::VerifyReport> {
         let store = self.store()?;
         let selector = backup::Selector {
             instance: Some(self.instance.clone()),
             timestamp,
         };
-        Ok(backup::verify(&store, &selector, &|_, _| {}).await?)
+        let this = self.clone();
+        crate::background::spawn(async move {
+            let limits = backup::Limits::new(this.settings.max_bandwidth, 1);
+            let clock = this.storage.clock().clone();
+            this.verifications.run(&store, selector, &limits, clock.as_ref()).await
+        })
+        .await
+        .map_err(|e| EngineError::Task(format!("the verification stopped unexpectedly: {e}")))?
+    }
+
+    pub(crate) fn verifications(&self) -> &Verifications {
+        &self.verifications
     }
 
     fn store(&self) -> Result<Store> {
@@ -333,14 +352,7 @@ impl Backups {
 /// a backup still running is skipped and logged.
 pub(crate) async fn run_schedule(backups: Arc<Backups>, schedule: Schedule, cancel: CancellationToken) {
     let clock = backups.storage.clock().clone();
-    let until_next = || {
-        let now = clock.now_micros();
-        let Some(next) = schedule.next_after(now) else {
-            tracing::warn!("backup.schedule.cron has no future run; scheduled backups stop");
-            return None;
-        };
-        Some(std::time::Duration::from_micros(next.saturating_sub(now).max(0) as u64))
-    };
+    let until_next = || schedule.until_next(clock.now_micros());
     crate::background::periodic(&cancel, until_next, || async {
         if backups.is_running() {
             tracing::info!("scheduled backup skipped: the previous backup is still running");
@@ -356,7 +368,28 @@ pub(crate) async fn run_schedule(backups: Arc<Backups>, schedule: Schedule, canc
     .await;
 }
 
-/// Micros of the oldest complete backup retention keeps.
+/// Runs `VERIFY BACKUP LATEST` at every tick of the schedule until cancelled; a
+/// tick that finds a verification still running is skipped and logged.
+pub(crate) async fn run_verify_schedule(backups: Arc<Backups>, schedule: Schedule, cancel: CancellationToken) {
+    let clock = backups.storage.clock().clone();
+    let until_next = || schedule.until_next(clock.now_micros());
+    crate::background::periodic(&cancel, until_next, || async {
+        if backups.verifications.is_running() {
+            tracing::info!("scheduled verification skipped: the previous one is still running");
+            return;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            verified = backups.verify(None) => {
+                if let Err(e) = verified {
+                    tracing::warn!("scheduled verification failed: {e}");
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Micros of the complete backups in `history` (newest first, as it is kept).
 fn complete(history: &[BackupRecord]) -> Vec<i64> {
     history

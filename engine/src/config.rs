@@ -79,6 +79,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "backup.instance.name",
     "backup.schedule.cron",
     "backup.schedule.tz",
+    "backup.verify.schedule.cron",
     "backup.compression.threads",
     "backup.max.bandwidth.mb",
     "backup.encryption.key",
@@ -235,15 +236,19 @@ pub struct BackupSettings {
     pub instance_name: Option<String>,
     /// `backup.schedule.cron` in `backup.schedule.tz`.
     pub schedule: Option<Schedule>,
+    /// `backup.verify.schedule.cron` in `backup.schedule.tz`: runs `VERIFY BACKUP LATEST`.
+    pub verify_schedule: Option<Schedule>,
     /// `backup.encryption.key` / `.key.file`: everything stored is sealed with it.
     pub encryption: Option<backup::Cipher>,
 }
 
-/// When scheduled backups run.
+/// When scheduled work (backups, verifications) runs.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub cron: croner::Cron,
     pub tz: chrono_tz::Tz,
+    /// The key it was configured by, for messages.
+    pub key: &'static str,
 }
 
 impl Schedule {
@@ -252,6 +257,18 @@ impl Schedule {
         let now = chrono::DateTime::from_timestamp_micros(now_micros)?.with_timezone(&self.tz);
         let next = self.cron.find_next_occurrence(&now, false).ok()?;
         Some(next.timestamp_micros())
+    }
+
+    /// How long from `now_micros` until the next run; `None` (logged) when
+    /// there is none.
+    pub(crate) fn until_next(&self, now_micros: i64) -> Option<std::time::Duration> {
+        let Some(next) = self.next_after(now_micros) else {
+            tracing::warn!("{} has no future run; the scheduled runs stop", self.key);
+            return None;
+        };
+        Some(std::time::Duration::from_micros(
+            next.saturating_sub(now_micros).max(0) as u64
+        ))
     }
 }
 
@@ -267,6 +284,7 @@ impl Default for BackupSettings {
             retention: backup::Retention::default(),
             instance_name: None,
             schedule: None,
+            verify_schedule: None,
             encryption: None,
         }
     }
@@ -411,7 +429,8 @@ impl Settings {
                     .map_or(BackupSettings::default().compression_threads, |n| n as usize),
                 max_bandwidth: p.number("backup.max.bandwidth.mb", 1, 1 << 20)?.map(|mb| mb << 20),
                 instance_name: p.get("backup.instance.name").map(str::to_string),
-                schedule: schedule(p)?,
+                schedule: schedule(p, "backup.schedule.cron")?,
+                verify_schedule: schedule(p, "backup.verify.schedule.cron")?,
                 encryption: encryption(p)?,
             },
             http: http(p)?,
@@ -500,13 +519,13 @@ fn retention(p: &Properties) -> Result<backup::Retention, ConfigError> {
     })
 }
 
-fn schedule(p: &Properties) -> Result<Option<Schedule>, ConfigError> {
+fn schedule(p: &Properties, key: &'static str) -> Result<Option<Schedule>, ConfigError> {
     let tz = time_zone(p)?;
-    let cron = p.parse_with("backup.schedule.cron", |v| {
+    let cron = p.parse_with(key, |v| {
         v.parse::<croner::Cron>()
             .map_err(|e| format!("'{v}' is not a cron expression such as '0 3 * * *': {e}"))
     })?;
-    Ok(cron.map(|cron| Schedule { cron, tz }))
+    Ok(cron.map(|cron| Schedule { cron, tz, key }))
 }
 
 #[cfg(test)]
@@ -658,6 +677,9 @@ mod tests {
             ("backup.compression.level", "23"),
             ("backup.enabled", "yes"),
             ("backup.cleanup.keep.latest.n", "0"),
+            ("backup.cleanup.keep.daily.n", "-1"),
+            ("backup.cleanup.keep.monthly.n", "lots"),
+            ("backup.verify.schedule.cron", "every day"),
         ] {
             let err = Settings::from_properties(&props(&[(k, v)], &[])).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

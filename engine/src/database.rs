@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::background::periodic;
-use crate::backups::{Backups, run_schedule};
+use crate::backups::{Backups, run_schedule, run_verify_schedule};
 use crate::catalog::StrataSchema;
 use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK};
 use crate::config::Settings;
@@ -86,6 +86,13 @@ impl Database {
         tasks.extend([hk_task, watchdog]);
         if let Some(schedule) = db.settings.backup.schedule.clone() {
             tasks.push(tokio::spawn(run_schedule(
+                db.backups.clone(),
+                schedule,
+                db.cancel.clone(),
+            )));
+        }
+        if let Some(schedule) = db.settings.backup.verify_schedule.clone() {
+            tasks.push(tokio::spawn(run_verify_schedule(
                 db.backups.clone(),
                 schedule,
                 db.cancel.clone(),

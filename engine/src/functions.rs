@@ -69,7 +69,13 @@ impl TableFunctionImpl for BackupsFunction {
             Field::new("bytes_total", DataType::Int64, false),
             Field::new("bytes_uploaded", DataType::Int64, false),
             Field::new("kept_by", DataType::Utf8, true),
+            Field::new("last_verified_ts", ts(), true),
+            Field::new("verify_status", DataType::Utf8, true),
         ]));
+        let verified: Vec<Option<backup::VerifyRecord>> = records
+            .iter()
+            .map(|r| self.0.verifications().of(r.backup_micros))
+            .collect();
         let int = |f: fn(&backup::BackupRecord) -> u64| -> ArrayRef {
             Arc::new(Int64Array::from(
                 records
@@ -114,6 +120,21 @@ impl TableFunctionImpl for BackupsFunction {
             int(|r| r.bytes_total),
             int(|r| r.bytes_uploaded),
             Arc::new(StringArray::from(self.0.kept_by(&records))),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    verified
+                        .iter()
+                        .map(|v| v.as_ref().map(|v| v.verified_micros))
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(
+                verified
+                    .iter()
+                    .map(|v| v.as_ref().map(|v| v.status.as_str()))
+                    .collect::<Vec<_>>(),
+            )),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))

@@ -24,6 +24,7 @@ mod metrics;
 mod provider;
 mod pruning;
 mod startup;
+mod verifications;
 
 pub use checkpoint::CheckpointStatus;
 pub use config::{

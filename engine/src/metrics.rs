@@ -70,6 +70,25 @@ pub(crate) fn render(backups: &Backups, checkpoints: &Checkpoints, now_micros: i
             last.bytes_uploaded as f64,
         )?;
     }
+    let verifications = backups.verifications();
+    s.counter(
+        "strata_backup_verify_corrupt_total",
+        "Verifications since start that found a file that would not restore",
+        verifications.corrupt_found(),
+    )?;
+    // Absent until a verification has ever found a backup sound.
+    if let Some(verified) = verifications.last_success_micros() {
+        s.gauge(
+            "strata_backup_verify_last_success_timestamp_seconds",
+            "When the newest verification that found every file sound ended (Unix time)",
+            seconds(verified),
+        )?;
+        s.gauge(
+            "strata_backup_verify_last_success_age_seconds",
+            "Seconds since the newest verification that found every file sound ended",
+            seconds(now_micros.saturating_sub(verified).max(0)),
+        )?;
+    }
     let checkpoint = checkpoints.status();
     s.gauge(
         "strata_checkpoint_open",

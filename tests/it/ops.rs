@@ -142,3 +142,126 @@ async fn status_alone_without_metrics_and_no_http_server_by_default() {
     let plain = Server::start(plain_root.path(), Options::default());
     assert_eq!(plain.http_port, None, "no second port unless asked for");
 }
+
+/// Polls `backups()` until the newest backup's `verify_status` is `want`;
+/// returns its `last_verified_ts`.
+async fn verified(c: &tokio_postgres::Client, want: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let rows = crate::backup::backups(c).await;
+        if crate::backup::field(&rows[0], "verify_status") == want {
+            return crate::backup::field(&rows[0], "last_verified_ts");
+        }
+        assert!(std::time::Instant::now() < deadline, "never verified {want}: {rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The verification records in the store, parsed, by file name.
+fn verification_records(store: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let dir = crate::backup::instance_dir(store).join("verifications");
+    let mut out: Vec<_> = crate::backup::files_in(&dir)
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_verification_records_ok_then_a_flipped_byte_and_the_records_outlive_a_restart() {
+    if !have_program("curl") {
+        return;
+    }
+    let (root, store) = (temp_root(), temp_root());
+    let every_second = metrics_opts(store.path()).conf("backup.verify.schedule.cron", "* * * * * *");
+    let server = Server::start(root.path(), every_second);
+    let port = server.http_port.unwrap();
+    let c = server.connect().await;
+    crate::backup::two_day_table(&c).await;
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    let backup_micros = crate::backup::manifests(store.path())[0]["backup_micros"]
+        .as_i64()
+        .unwrap();
+
+    let first = verified(&c, "ok").await;
+    assert!(!first.is_empty());
+    let (_, m) = get(port, "/metrics");
+    promtool_accepts(&m);
+    let sound: f64 = sample(&m, "strata_backup_verify_last_success_timestamp_seconds")
+        .expect("a sound verification")
+        .parse()
+        .unwrap();
+    assert_eq!(sample(&m, "strata_backup_verify_corrupt_total").as_deref(), Some("0"));
+    let records = verification_records(store.path());
+    let (name, ok) = records.last().expect("a record in the store");
+    assert!(
+        name.starts_with(&format!("{backup_micros}-")) && name.ends_with("-ok.json"),
+        "{name}"
+    );
+    assert_eq!(ok["status"], "ok");
+    assert!(
+        ok["files"].as_u64().unwrap() >= 2 && ok["problems"].as_array().unwrap().is_empty(),
+        "{ok}"
+    );
+
+    // Flip one byte of one stored object: the next scheduled run finds it.
+    let mut objects = crate::backup::files_in(&crate::backup::instance_dir(store.path()).join("files"));
+    objects.sort();
+    let victim = objects[0].clone();
+    let victim_name = victim.file_name().unwrap().to_string_lossy().to_string();
+    let original = std::fs::read(&victim).unwrap();
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x40;
+    std::fs::write(&victim, &flipped).unwrap();
+    verified(&c, "corrupt").await;
+    let log = server.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("is corrupt") && l.contains(&victim_name)),
+        "an error naming the file: {log}"
+    );
+    let (_, m) = get(port, "/metrics");
+    promtool_accepts(&m);
+    let corrupt: u64 = sample(&m, "strata_backup_verify_corrupt_total")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(corrupt >= 1, "{m}");
+    let (name, bad) = verification_records(store.path())
+        .into_iter()
+        .find(|(n, _)| n.ends_with("-corrupt.json"))
+        .expect("a corrupt record");
+    assert!(name.starts_with(&format!("{backup_micros}-")), "{name}");
+    assert!(
+        bad["problems"][0]["object"].as_str().unwrap().contains(&victim_name),
+        "{bad}"
+    );
+    drop(c);
+    server.stop();
+
+    // After a restart (no schedule now) backups() and the metrics still know.
+    let server = Server::start(root.path(), metrics_opts(store.path()));
+    let c = server.connect().await;
+    verified(&c, "corrupt").await;
+    let (_, m) = get(server.http_port.unwrap(), "/metrics");
+    let again: f64 = sample(&m, "strata_backup_verify_last_success_timestamp_seconds")
+        .expect("the last sound verification survives a restart")
+        .parse()
+        .unwrap();
+    assert!(again >= sound, "{again} < {sound}");
+
+    // A dropped backup takes its verification records with it.
+    std::fs::write(&victim, &original).unwrap();
+    c.query_one("BACKUP DATABASE WAIT", &[]).await.unwrap();
+    let first_ts = crate::backup::field(&crate::backup::backups(&c).await[1], "backup_timestamp");
+    c.simple_query(&format!("DROP BACKUP '{first_ts}'")).await.unwrap();
+    let left = verification_records(store.path());
+    assert!(
+        left.iter().all(|(n, _)| !n.starts_with(&format!("{backup_micros}-"))),
+        "{left:?}"
+    );
+}
