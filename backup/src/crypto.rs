@@ -89,27 +89,24 @@ impl Cipher {
 
     /// Seals `plain` as one object with a fresh nonce.
     pub fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut e = self.encryptor();
+        let mut out = e.push(plain)?;
+        out.extend(e.finish()?);
+        Ok(out)
+    }
+
+    /// An incremental encryptor for one object (a fresh nonce), for objects
+    /// too large to hold whole.
+    pub fn encryptor(&self) -> StreamEncryptor {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let mut enc = EncryptorBE32::from_aead(self.aead.clone(), (&nonce).into());
-        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + (plain.len() / SEGMENT + 1) * TAG);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&nonce);
-        let fail = |_| BackupError::Other("encryption failed".into());
-        let mut chunks = plain.chunks(SEGMENT).peekable();
-        if chunks.peek().is_none() {
-            out.extend(enc.encrypt_last(&[][..]).map_err(fail)?);
-            return Ok(out);
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&nonce);
+        StreamEncryptor {
+            state: EncryptorBE32::from_aead(self.aead.clone(), (&nonce).into()),
+            header: Some(header),
+            pending: Vec::with_capacity(SEGMENT),
         }
-        while let Some(chunk) = chunks.next() {
-            if chunks.peek().is_some() {
-                out.extend(enc.encrypt_next(chunk).map_err(fail)?);
-            } else {
-                out.extend(enc.encrypt_last(chunk).map_err(fail)?);
-                break;
-            }
-        }
-        Ok(out)
     }
 
     /// Opens a whole object; `what` names it in errors.
@@ -128,6 +125,60 @@ impl Cipher {
             pending: Vec::new(),
             state: None,
         }
+    }
+}
+
+/// Encrypts an object as it streams: [`push`](Self::push) pieces, then
+/// [`finish`](Self::finish); the output pieces, joined, are the sealed object.
+pub struct StreamEncryptor {
+    state: EncryptorBE32<Aes256Gcm>,
+    /// Magic and nonce, until the first output.
+    header: Option<Vec<u8>>,
+    /// Plaintext of the segment being filled (the last one is sealed by `finish`).
+    pending: Vec<u8>,
+}
+
+fn encryption_failed<E>(_: E) -> BackupError {
+    BackupError::Other("encryption failed".into())
+}
+
+impl StreamEncryptor {
+    /// Adds plaintext; returns the sealed bytes of every segment now known not
+    /// to be the last.
+    pub fn push(&mut self, mut plain: &[u8]) -> Result<Vec<u8>> {
+        let mut out = self.header.take().unwrap_or_default();
+        out.reserve(plain.len() + (plain.len() / SEGMENT + 1) * TAG);
+        while !plain.is_empty() {
+            // A full segment followed by more bytes is not the last one.
+            if self.pending.len() == SEGMENT {
+                out.extend(
+                    self.state
+                        .encrypt_next(self.pending.as_slice())
+                        .map_err(encryption_failed)?,
+                );
+                self.pending.clear();
+            }
+            if self.pending.is_empty() && plain.len() > SEGMENT {
+                out.extend(self.state.encrypt_next(&plain[..SEGMENT]).map_err(encryption_failed)?);
+                plain = &plain[SEGMENT..];
+                continue;
+            }
+            let take = (SEGMENT - self.pending.len()).min(plain.len());
+            self.pending.extend_from_slice(&plain[..take]);
+            plain = &plain[take..];
+        }
+        Ok(out)
+    }
+
+    /// Seals the last segment.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        let mut out = self.header.take().unwrap_or_default();
+        out.extend(
+            self.state
+                .encrypt_last(self.pending.as_slice())
+                .map_err(encryption_failed)?,
+        );
+        Ok(out)
     }
 }
 
@@ -221,6 +272,24 @@ mod tests {
             if len > SEGMENT {
                 let cut = &sealed[..HEADER_LEN + SEGMENT + TAG];
                 assert!(k.decrypt(cut, "x").is_err(), "truncated at a segment boundary");
+            }
+        }
+        // Sealed in any pieces, it opens the same.
+        for len in [0, 5, SEGMENT, 2 * SEGMENT + 7] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            for piece in [1000, SEGMENT, 3 * SEGMENT] {
+                let mut e = k.encryptor();
+                let mut sealed = Vec::new();
+                for chunk in plain.chunks(piece) {
+                    sealed.extend(e.push(chunk).unwrap());
+                }
+                sealed.extend(e.finish().unwrap());
+                assert_eq!(
+                    sealed.len(),
+                    k.encrypt(&plain).unwrap().len(),
+                    "len {len}, pieces {piece}"
+                );
+                assert_eq!(k.decrypt(&sealed, "x").unwrap(), plain, "len {len}, pieces {piece}");
             }
         }
         // Same plaintext, fresh nonce: different ciphertexts.

@@ -532,7 +532,7 @@ async fn a_crash_during_a_restore_leaves_nothing_visible_and_the_next_restore_co
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn files_above_the_part_size_go_up_as_multipart_uploads_and_restore_exactly() {
+async fn large_files_stream_up_as_multipart_uploads_sealed_or_not_and_a_changed_one_is_never_completed() {
     let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s = Storage::open(db.path(), Arc::new(SystemClock), HousekeepingSettings::default(), None).unwrap();
     let cols = ["ts", "a", "b", "c"]
@@ -547,7 +547,7 @@ async fn files_above_the_part_size_go_up_as_multipart_uploads_and_restore_exactl
         })
         .collect();
     let meta = TableMeta::new("big", cols, Some("ts".into()), PartitionBy::Year).unwrap();
-    let n = 800_000;
+    let n = 1_200_000;
     let mut x = 0x9E37_79B9_7F4A_7C15_u64;
     let mut noise = || {
         x ^= x << 13;
@@ -555,27 +555,73 @@ async fn files_above_the_part_size_go_up_as_multipart_uploads_and_restore_exactl
         x ^= x << 17;
         x as i64
     };
-    let a: Vec<i64> = (0..3 * n).map(|_| noise()).collect();
     let batch = RecordBatch::try_new(
         meta.arrow_schema(),
         vec![
             Arc::new(TimestampMicrosecondArray::from(
                 (0..n as i64).map(|i| 1_704_067_200_000_000 + i).collect::<Vec<_>>(),
             )),
-            Arc::new(Int64Array::from(a[..n].to_vec())),
-            Arc::new(Int64Array::from(a[n..2 * n].to_vec())),
-            Arc::new(Int64Array::from(a[2 * n..].to_vec())),
+            Arc::new(Int64Array::from((0..n).map(|_| noise()).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from((0..n).map(|_| noise()).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from((0..n).map(|_| noise()).collect::<Vec<_>>())),
         ],
     )
     .unwrap();
     s.create_table(meta, false).unwrap().append(&[batch]).unwrap();
     let bytes = s.table("big").unwrap().commit().bytes();
-    assert!(bytes > MULTIPART_THRESHOLD as u64, "the data file has {bytes} bytes");
+    assert!(
+        bytes > 3 * (8 << 20),
+        "streamed in several parts: the data file has {bytes} bytes"
+    );
     let (store, faults) = faulty_store(dir.path());
     let record = backup(&s, &store, 1_000, 5).await;
     assert_eq!(record.status, Status::BackupComplete, "{record:?}");
     assert_eq!(faults.multipart_uploads.load(Ordering::SeqCst), 1);
     assert_eq!(restored_content(&store, 1_000).await, content(&s));
+
+    // Sealed as it streams, it opens the same.
+    let sealed_dir = tempfile::tempdir().unwrap();
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [3u8; 32]);
+    let sealed = Store::open(&format!("fs::root={};", sealed_dir.path().display()))
+        .unwrap()
+        .with_cipher(Some(Cipher::from_base64(&key).unwrap()));
+    assert!(backup(&s, &sealed, 1_000, 5).await.status.backup_succeeded());
+    assert_eq!(restored_content(&sealed, 1_000).await, content(&s));
+
+    // A file that no longer matches its recorded hash fails the backup, and its
+    // upload is aborted: no object, complete or partial, is left.
+    let data_file = walk_files(db.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"));
+    let data_file = data_file.expect("the table's data file");
+    let mut changed = std::fs::read(&data_file).unwrap();
+    let last = changed.len() - 100;
+    changed[last] ^= 1;
+    std::fs::write(&data_file, &changed).unwrap();
+    let (fresh_dir, fresh_files) = (tempfile::tempdir().unwrap(), "_backup/test-instance/files");
+    let fresh = Store::open(&format!("fs::root={};", fresh_dir.path().display())).unwrap();
+    let failed = backup(&s, &fresh, 2_000, 5).await;
+    assert_eq!(failed.status, Status::BackupFailed, "{failed:?}");
+    assert!(
+        failed.backup_error.as_deref().unwrap_or("").contains("content hash"),
+        "{failed:?}"
+    );
+    assert!(
+        walk_files(&fresh_dir.path().join(fresh_files)).is_empty(),
+        "nothing stored"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 /// What the store's folder held at each flush: (data objects, manifest present).

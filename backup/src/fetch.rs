@@ -140,12 +140,15 @@ impl Chunks {
     }
 }
 
-/// Counts and hashes what is written through it, refusing more than `limit` bytes.
+/// Counts and hashes what is written through it, refusing more than `limit`
+/// bytes, and remembers whether a write failed on the local disk (rather than
+/// the object being bad).
 struct Verifier<W> {
     out: W,
     hasher: blake3::Hasher,
     bytes: u64,
     limit: u64,
+    local_failure: bool,
 }
 
 impl<W: Write> Write for Verifier<W> {
@@ -155,15 +158,42 @@ impl<W: Write> Write for Verifier<W> {
                 "the object holds more data than the manifest records",
             ));
         }
-        let n = self.out.write(buf)?;
+        let n = self.out.write(buf).inspect_err(|_| self.local_failure = true)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        self.out.flush().inspect_err(|_| self.local_failure = true)
     }
+}
+
+/// Why feeding a stored object's plaintext into the file stopped.
+enum FeedError {
+    /// Reading or opening the object failed.
+    Source(BackupError),
+    /// Decoding or writing failed (which one: the sink's `local_failure`).
+    Sink(std::io::Error),
+}
+
+/// Decodes (`codec`) every piece of `plain` into `sink`.
+fn feed<W: Write>(plain: &mut Plain, sink: &mut Verifier<W>, codec: Codec) -> std::result::Result<(), FeedError> {
+    match codec {
+        Codec::Raw => {
+            while let Some(piece) = plain.next().map_err(FeedError::Source)? {
+                sink.write_all(&piece).map_err(FeedError::Sink)?;
+            }
+        }
+        Codec::Zst => {
+            let mut decoder = zstd::stream::write::Decoder::new(sink).map_err(FeedError::Sink)?;
+            while let Some(piece) = plain.next().map_err(FeedError::Source)? {
+                decoder.write_all(&piece).map_err(FeedError::Sink)?;
+            }
+            decoder.flush().map_err(FeedError::Sink)?;
+        }
+    }
+    Ok(())
 }
 
 /// The plaintext pieces of a stored object: decrypted when it is sealed.
@@ -206,21 +236,13 @@ fn write_verified(
         hasher: blake3::Hasher::new(),
         bytes: 0,
         limit: f.file.bytes,
+        local_failure: false,
     };
-    let decode_err = |e: std::io::Error| bad(format!("cannot be decoded: {e}"));
-    match f.codec {
-        Codec::Raw => {
-            while let Some(piece) = plain.next()? {
-                sink.write_all(&piece).map_err(decode_err)?;
-            }
-        }
-        Codec::Zst => {
-            let mut decoder = zstd::stream::write::Decoder::new(&mut sink).map_err(decode_err)?;
-            while let Some(piece) = plain.next()? {
-                decoder.write_all(&piece).map_err(decode_err)?;
-            }
-            decoder.flush().map_err(decode_err)?;
-        }
+    match feed(&mut plain, &mut sink, f.codec) {
+        Ok(()) => {}
+        Err(FeedError::Source(e)) => return Err(e),
+        Err(FeedError::Sink(e)) if sink.local_failure => return Err(io("writing", e)),
+        Err(FeedError::Sink(e)) => return Err(bad(format!("cannot be decoded: {e}"))),
     }
     if sink.bytes != f.file.bytes {
         return Err(bad(format!(

@@ -29,6 +29,7 @@ mod retry;
 mod run;
 mod store;
 mod throttle;
+mod upload;
 mod verify;
 
 pub use catalog::{Selector, locate, parse_backup_timestamp, resolve_instance};
@@ -45,7 +46,7 @@ pub use retention::{
     CleanupPlan, CleanupReport, KeptBy, Retention, cleanup, complete_backups, plan_cleanup, plan_drop, read_manifest,
 };
 pub use run::{BackupJob, Estimate, Outcome, Progress, backup_and_cleanup, estimate, new_record, run_backup};
-pub use store::{Flush, MULTIPART_THRESHOLD, OpCounts, Store, redact};
+pub use store::{Flush, MAX_PARTS, OpCounts, Store, redact};
 pub use throttle::Limits;
 pub use verify::{
     Problem, StoredVerifications, VERIFY_RECORD_VERSION, VerifyRecord, VerifyReport, VerifyStatus, load_verifications,

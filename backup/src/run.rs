@@ -22,13 +22,13 @@ use crate::error::{BackupError, Result};
 use crate::history::{BackupRecord, Status, put_history};
 use crate::layout::{Codec, Folder, Object, format_timestamp, object_name};
 use crate::manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
+use crate::retention::CleanupPlan;
 use crate::store::Store;
 use crate::throttle::Limits;
+use crate::upload::upload_file;
 
 /// Uploads in flight at once.
 const UPLOAD_CONCURRENCY: usize = 4;
-/// Keep zstd output only when it saves at least this share (Parquet is already compressed).
-const MIN_SAVING: f64 = 0.03;
 
 /// Everything one backup needs.
 #[derive(Debug, Clone)]
@@ -164,7 +164,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
         }
     }
     let level = job.compression_level;
-    let results = futures::stream::iter(to_upload.into_iter().map(|(hash, path, _)| {
+    let results = futures::stream::iter(to_upload.into_iter().map(|(hash, path, size)| {
         let limits = job.limits.clone();
         let store = job.store.clone();
         let instance = job.instance.clone();
@@ -174,7 +174,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                 return Err(BackupError::Aborted(String::new()));
             }
             let uploaded = tokio::select! {
-                r = upload_file(&store, &instance, &hash, path, level, &limits) => r?,
+                r = upload_file(&store, &instance, &hash, path, size, level, &limits) => r?,
                 _ = cancel.cancelled() => return Err(BackupError::Aborted(String::new())),
             };
             update(progress, |r| {
@@ -257,72 +257,14 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     Ok(manifest)
 }
 
-/// Reads, verifies, compresses and uploads one data file; returns (object, codec, stored bytes).
-async fn upload_file(
-    store: &Store,
-    instance: &str,
-    hash: &str,
-    path: PathBuf,
-    level: i32,
-    limits: &Limits,
-) -> Result<(String, Codec, u64)> {
-    let hash_owned = hash.to_string();
-    let slot = limits.compression_slot().await;
-    let (codec, body) = tokio::task::spawn_blocking(move || -> Result<(Codec, Vec<u8>)> {
-        let raw = std::fs::read(&path).map_err(|source| storage::StorageError::Io {
-            context: format!("reading {}", path.display()),
-            source,
-        })?;
-        let actual = blake3::hash(&raw).to_hex().to_string();
-        if actual != hash_owned {
-            return Err(storage::StorageError::Corrupt {
-                path,
-                reason: format!(
-                    "its content hash {actual} differs from the recorded {hash_owned} (on-disk corruption?)"
-                ),
-            }
-            .into());
-        }
-        if !worth_compressing(&raw, level)? {
-            return Ok((Codec::Raw, raw));
-        }
-        let compressed = zstd::bulk::compress(&raw, level).map_err(|e| BackupError::Other(format!("zstd: {e}")))?;
-        if (compressed.len() as f64) <= raw.len() as f64 * (1.0 - MIN_SAVING) {
-            Ok((Codec::Zst, compressed))
-        } else {
-            Ok((Codec::Raw, raw))
-        }
-    })
-    .await
-    .map_err(|e| BackupError::Other(e.to_string()))??;
-    drop(slot);
-    let object = object_name(hash, codec, store.encrypts());
-    let stored = store.put_file(instance, &object, Bytes::from(body), limits).await?;
-    Ok((object, codec, stored))
-}
-
-/// Bytes of a file compressed on trial before compressing all of it.
-const SAMPLE: usize = 256 << 10;
-
-/// Whether zstd is likely to save `MIN_SAVING` on `raw`, judged from a sample from
-/// its middle: Parquet pages are already compressed, and compressing a large file
-/// only to throw the result away would cost more CPU than the whole upload.
-fn worth_compressing(raw: &[u8], level: i32) -> Result<bool> {
-    if raw.len() <= 2 * SAMPLE {
-        return Ok(true);
-    }
-    let start = (raw.len() - SAMPLE) / 2;
-    let sample = &raw[start..start + SAMPLE];
-    let compressed = zstd::bulk::compress(sample, level).map_err(|e| BackupError::Other(format!("zstd: {e}")))?;
-    Ok((compressed.len() as f64) <= SAMPLE as f64 * (1.0 - MIN_SAVING))
-}
-
 /// How a backup ended: its final record (also in the store's history) and,
 /// when the backup failed, why.
 #[derive(Debug)]
 pub struct Outcome {
     pub record: BackupRecord,
     pub error: Option<BackupError>,
+    /// What retention deleted, when it ran to its end.
+    pub cleaned: Option<CleanupPlan>,
 }
 
 /// The whole life of one backup: history record, upload, manifest, retention.
@@ -344,6 +286,7 @@ pub async fn backup_and_cleanup(
         now(),
         &result,
     );
+    let mut cleaned = None;
     if let Err(e) = &result {
         tracing::warn!("backup {} failed: {e}", format_timestamp(job.backup_micros));
     } else {
@@ -354,37 +297,41 @@ pub async fn backup_and_cleanup(
             "backup {} complete",
             format_timestamp(job.backup_micros)
         );
-        if let Err(e) = clean_up(job, progress, &mut record, retention).await {
-            tracing::warn!("backup {}: cleanup failed: {e}", format_timestamp(job.backup_micros));
-            record.status = Status::CleanupFailed;
-            record.cleanup_error = Some(e.to_string());
+        match clean_up(job, progress, &mut record, retention).await {
+            Ok(plan) => cleaned = plan,
+            Err(e) => {
+                tracing::warn!("backup {}: cleanup failed: {e}", format_timestamp(job.backup_micros));
+                record.status = Status::CleanupFailed;
+                record.cleanup_error = Some(e.to_string());
+            }
         }
     }
     record_history(&job.store, &record).await;
     Outcome {
         record,
         error: result.err(),
+        cleaned,
     }
 }
 
-/// Retention after a complete backup. The record stays `backup complete` when
-/// there is nothing to delete; otherwise it shows `cleanup in progress` while
-/// old backups are deleted, then `cleanup complete`.
+/// Retention after a complete backup; returns what it deleted. The record
+/// stays `backup complete` when there is nothing to delete; otherwise it shows
+/// `cleanup in progress` while old backups are deleted, then `cleanup complete`.
 async fn clean_up(
     job: &BackupJob,
     progress: &Progress,
     record: &mut BackupRecord,
     retention: &crate::Retention,
-) -> Result<()> {
+) -> Result<Option<CleanupPlan>> {
     let Some(plan) = crate::retention::plan_cleanup(&job.store, &job.instance, retention).await? else {
-        return Ok(());
+        return Ok(None);
     };
     record.status = Status::CleanupInProgress;
     update(progress, |r| *r = record.clone());
     record_history(&job.store, record).await;
     crate::retention::cleanup(&job.store, &job.instance, &plan).await?;
     record.status = Status::CleanupComplete;
-    Ok(())
+    Ok(Some(plan))
 }
 
 /// Writes a backup's history record; a failure is logged, since the backup
@@ -416,28 +363,4 @@ fn finished(mut r: BackupRecord, now: i64, result: &Result<Manifest>) -> BackupR
         }
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compression_is_tried_on_a_sample_first() {
-        let text: Vec<u8> = b"2024-01-15,BTC-USD,42000.5\n".repeat(40_000);
-        assert!(worth_compressing(&text, 3).unwrap());
-        // Already-compressed bytes (a zstd frame of random-ish data) do not shrink.
-        let mut x = 1u64;
-        let noise: Vec<u8> = (0..1_000_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        assert!(!worth_compressing(&noise, 3).unwrap());
-        // Small files are simply compressed whole.
-        assert!(worth_compressing(&noise[..1000], 3).unwrap());
-    }
 }

@@ -20,8 +20,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::sync::mpsc;
 
-use crate::crypto::StreamDecryptor;
+use crate::crypto::{StreamDecryptor, StreamEncryptor};
 use crate::error::{BackupError, Result, store_err};
 use crate::layout::{BACKUP_ROOT, Folder, Object, instance_dir};
 use crate::retry::with_retry;
@@ -31,11 +32,28 @@ const KEY: &str = "backup.object.store";
 const SECRET_OPTIONS: &[&str] = &["secret_access_key", "session_token", "token"];
 /// Listings in flight at once in [`Store::list_sharded`].
 const LIST_CONCURRENCY: usize = 16;
-/// Objects above this go up as multipart uploads.
-pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// The smallest part of a multipart upload (S3 refuses parts under 5 MiB).
 const PART_SIZE: usize = 8 << 20;
+/// The most parts one multipart upload may have (S3's limit; Azure allows 50,000).
+pub const MAX_PARTS: u64 = 10_000;
 /// Parts of one multipart upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+
+/// One piece of a streamed data object; `End` says it is complete.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Data(Bytes),
+    End,
+}
+
+/// The part size for an object from a file of `size` bytes: at least
+/// [`PART_SIZE`], and large enough that [`MAX_PARTS`] parts hold it with room
+/// for zstd's worst case and the seal, in whole MiB.
+fn part_size(size: u64) -> usize {
+    let room = size + size / 64 + (1 << 20);
+    let needed = room.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
+    usize::try_from(needed).unwrap_or(usize::MAX).max(PART_SIZE)
+}
 
 /// The one door to the object store: callers say what they store or read (an
 /// [`Object`] of an instance), and the store derives its key, seals and opens it
@@ -432,23 +450,16 @@ impl Store {
         self.put_once(&key, body).await
     }
 
-    /// Stores a data file's bytes (compressed or raw) as the object `name`:
-    /// sealed when the store has a key, one PUT or a multipart upload paced part
-    /// by part under the bandwidth limit, its writeback started on a local disk.
-    /// Returns the bytes stored.
+    /// Stores a small data file's bytes (compressed or raw) as the object
+    /// `name` in one PUT, sealed when the store has a key and paced under the
+    /// bandwidth limit, its writeback started on a local disk. Returns the
+    /// bytes stored.
     pub(crate) async fn put_file(&self, instance: &str, name: &str, body: Bytes, limits: &Limits) -> Result<u64> {
         let key = self.key_of(instance, Object::File(name));
         let body = self.seal(body)?;
         let stored = body.len() as u64;
-        if body.len() <= MULTIPART_THRESHOLD {
-            limits.pace(stored).await;
-            self.put_once(&key, body).await?;
-        } else {
-            self.retrying(&format!("uploading {key}"), &self.counts.puts, || {
-                self.put_multipart(&key, body.clone(), limits)
-            })
-            .await?;
-        }
+        limits.pace(stored).await;
+        self.put_once(&key, body).await?;
         self.write_behind(&key).await;
         Ok(stored)
     }
@@ -464,24 +475,88 @@ impl Store {
         .await
     }
 
-    async fn put_multipart(&self, key: &Path, body: Bytes, limits: &Limits) -> Result<()> {
+    /// Stores a large data file as the object `name` in a multipart upload fed
+    /// by the pieces `open` produces (already sealed: see [`Store::sealer`]);
+    /// `open` is called again for each retry. Parts grow with `size` (the
+    /// file's bytes) so no upload needs more than [`MAX_PARTS`]. Returns the
+    /// bytes stored.
+    pub(crate) async fn put_file_streamed<F>(
+        &self,
+        instance: &str,
+        name: &str,
+        size: u64,
+        limits: &Limits,
+        open: F,
+    ) -> Result<u64>
+    where
+        F: Fn() -> mpsc::Receiver<Result<Piece>>,
+    {
+        let key = self.key_of(instance, Object::File(name));
+        let part_size = part_size(size);
+        let stored = self
+            .retrying(&format!("uploading {key}"), &self.counts.puts, || {
+                self.put_pieces(&key, open(), part_size, limits)
+            })
+            .await?;
+        self.write_behind(&key).await;
+        Ok(stored)
+    }
+
+    /// One multipart upload of `pieces`, completed only after [`Piece::End`];
+    /// on any failure the upload is aborted, so no part is left behind.
+    async fn put_pieces(
+        &self,
+        key: &Path,
+        mut pieces: mpsc::Receiver<Result<Piece>>,
+        part_size: usize,
+        limits: &Limits,
+    ) -> Result<u64> {
         let upload = self
             .inner
             .put_multipart(key)
             .await
             .map_err(store_err(format!("starting multipart upload of {key}")))?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        for chunk in body.chunks(PART_SIZE) {
-            w.wait_for_capacity(PARTS_IN_FLIGHT)
-                .await
-                .map_err(store_err(format!("uploading {key}")))?;
-            limits.pace(chunk.len() as u64).await;
-            w.write(chunk);
+        let mut w = WriteMultipart::new_with_chunk_size(upload, part_size);
+        let mut stored = 0u64;
+        let fed = loop {
+            match pieces.recv().await {
+                Some(Ok(Piece::Data(bytes))) => {
+                    if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                        break Err(store_err(format!("uploading {key}"))(e));
+                    }
+                    limits.pace(bytes.len() as u64).await;
+                    stored += bytes.len() as u64;
+                    w.put(bytes);
+                }
+                Some(Ok(Piece::End)) => break Ok(()),
+                Some(Err(e)) => break Err(e),
+                None => {
+                    break Err(BackupError::Other(format!(
+                        "reading the file for {key} stopped before its end"
+                    )));
+                }
+            }
+        };
+        match fed {
+            Ok(()) => {
+                w.finish()
+                    .await
+                    .map_err(store_err(format!("finishing multipart upload of {key}")))?;
+                Ok(stored)
+            }
+            Err(e) => {
+                if let Err(abort) = w.abort().await {
+                    tracing::warn!("cannot abort the multipart upload of {key}: {abort}");
+                }
+                Err(e)
+            }
         }
-        w.finish()
-            .await
-            .map_err(store_err(format!("finishing multipart upload of {key}")))?;
-        Ok(())
+    }
+
+    /// The encryptor a streamed data object is sealed with (a fresh nonce each
+    /// call); `None` when the store has no key.
+    pub(crate) fn sealer(&self) -> Option<StreamEncryptor> {
+        self.cipher.as_ref().map(crate::crypto::Cipher::encryptor)
     }
 
     /// Reads a whole small object (manifest, history record, data id), opened

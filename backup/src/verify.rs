@@ -156,18 +156,32 @@ pub async fn load_verifications(store: &Store, instance: &str) -> Result<StoredV
         }
     }
     for object in newest.into_values() {
-        let bytes = store.read(instance, object).await?;
-        match serde_json::from_slice::<VerifyRecord>(&bytes) {
+        let read = store.read(instance, object).await.and_then(|bytes| {
+            serde_json::from_slice::<VerifyRecord>(&bytes).map_err(|e| BackupError::Other(e.to_string()))
+        });
+        match read {
             Ok(r) => out.newest.push(r),
+            // Deleted by another server's cleanup since the listing, say.
             Err(e) => tracing::warn!("ignoring unreadable verification record {}: {e}", object.key(instance)),
         }
     }
     Ok(out)
 }
 
+/// Whether `e` says a stored file would not restore (rather than that the
+/// store or the local disk failed while checking it).
+fn is_corruption(e: &BackupError) -> bool {
+    matches!(
+        e,
+        BackupError::BadObject { .. }
+            | BackupError::Storage(storage::StorageError::Corrupt { .. } | storage::StorageError::Parquet { .. })
+    )
+}
+
 /// Checks every file of the selected backup, paced by `limits` when given.
-/// Errors only when the backup itself cannot be found or read (no manifest,
-/// bad manifest, unreachable store), or was deleted while being checked.
+/// Problems are files that would not restore; it errors when the backup itself
+/// cannot be found or read (no manifest, bad manifest), when the store or the
+/// local disk fails while checking, or when the backup was deleted meanwhile.
 pub async fn verify(
     store: &Store,
     selector: &Selector,
@@ -187,7 +201,7 @@ pub async fn verify(
     let counter = Counter::new(files.iter().map(|(_, f)| f.file.bytes).sum(), on_progress);
     let scratch_dir = scratch.path();
     let instance = manifest.instance.as_str();
-    let problems: Vec<Problem> = futures::stream::iter(files.into_iter().map(|(table, f)| {
+    let checked: Vec<Result<Option<Problem>>> = futures::stream::iter(files.into_iter().map(|(table, f)| {
         let counter = &counter;
         async move {
             if let Some(limits) = limits {
@@ -206,24 +220,31 @@ pub async fn verify(
             };
             let _ = std::fs::remove_file(&path);
             counter.add(f.file.bytes);
-            checked.err().map(|e| Problem {
-                table,
-                path: f.file.path.clone(),
-                object: f.object.clone(),
-                reason: e.to_string(),
-            })
+            match checked {
+                Ok(()) => Ok(None),
+                Err(e) if is_corruption(&e) => Ok(Some(Problem {
+                    table,
+                    path: f.file.path.clone(),
+                    object: f.object.clone(),
+                    reason: e.to_string(),
+                })),
+                Err(e) => Err(e),
+            }
         }
     }))
     .buffer_unordered(FETCH_CONCURRENCY)
-    .filter_map(futures::future::ready)
     .collect()
     .await;
+    let mut problems = Vec::new();
+    for c in checked {
+        problems.extend(c?);
+    }
     // Missing objects of a backup retention or DROP BACKUP deleted meanwhile
-    // (manifest first) are not corruption.
-    if !problems.is_empty()
-        && !crate::retention::complete_backups(store, instance)
-            .await?
-            .contains(&manifest.backup_micros)
+    // (manifest first) are not corruption, and a verdict on a backup that no
+    // longer exists is worth nothing.
+    if !crate::retention::complete_backups(store, instance)
+        .await?
+        .contains(&manifest.backup_micros)
     {
         return Err(BackupError::NotFound(format!(
             "backup {} was deleted while it was being verified",

@@ -39,6 +39,9 @@ pub(crate) struct Backups {
     /// Cancelled at shutdown: stops a running backup.
     shutdown: CancellationToken,
     verifications: Verifications,
+    /// `backup.max.bandwidth.mb` and the compression slots, shared by every
+    /// backup and verification so together they stay under the limit.
+    limits: backup::Limits,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,18 +60,16 @@ impl Slot {
     /// Publishes the final record and frees the place in one critical section
     /// (same lock order as `records`): whoever sees the finished record in the
     /// history can start the next backup.
-    fn finish(self, record: BackupRecord) {
+    fn finish(self, outcome: &backup::Outcome) {
         let mut running = lock(&self.backups.running);
         let mut history = lock(&self.backups.history);
-        if record.status == Status::BackupFailed {
+        if outcome.record.status == Status::BackupFailed {
             self.backups.failures.fetch_add(1, Ordering::Relaxed);
         }
-        history.insert(0, record.clone());
-        if record.status.backup_succeeded() {
-            // Retention removed older records from the store; mirror that.
-            if let Some(plan) = self.backups.settings.retention.plan(&complete(&history)) {
-                history.retain(|r| !plan.deletes_history(r.backup_micros));
-            }
+        history.insert(0, outcome.record.clone());
+        // Retention removed these records from the store; mirror exactly that.
+        if let Some(plan) = &outcome.cleaned {
+            history.retain(|r| !plan.deletes_history(r.backup_micros));
         }
         *running = None;
     }
@@ -135,6 +136,7 @@ impl Backups {
             }
         }
         let failures = history.iter().filter(|r| r.status == Status::BackupFailed).count();
+        let limits = backup::Limits::new(settings.max_bandwidth, settings.compression_threads);
         let verifications = match &store {
             Some(store) => Verifications::load(store, &instance).await,
             None => Verifications::default(),
@@ -150,6 +152,7 @@ impl Backups {
             exclusive: Arc::default(),
             shutdown,
             verifications,
+            limits,
         })
     }
 
@@ -180,7 +183,7 @@ impl Backups {
             snapshot,
             table_dirs,
             compression_level: self.settings.compression_level,
-            limits: backup::Limits::new(self.settings.max_bandwidth, self.settings.compression_threads),
+            limits: self.limits.clone(),
         };
         let now = self.storage.clock().now_micros();
         let progress: Progress = Arc::new(Mutex::new(backup::new_record(&job, now)));
@@ -206,7 +209,7 @@ impl Backups {
             // Both live exactly as long as this task, however it ends.
             let (_pin, slot) = (pin, slot);
             let outcome = backup::backup_and_cleanup(&job, &progress, &cancel, &retention, || clock.now_micros()).await;
-            slot.finish(outcome.record.clone());
+            slot.finish(&outcome);
             let _ = tx.send(outcome);
         });
         Ok((backup_micros, rx))
@@ -261,7 +264,8 @@ impl Backups {
     }
 
     /// `VERIFY BACKUP`: checks every file of a backup of this instance, on the
-    /// background threads and paced like backups, and records the result.
+    /// background threads and paced like backups, and records the result. One
+    /// runs at a time; dropping the returned future stops it.
     pub(crate) async fn verify(self: &Arc<Self>, timestamp: Option<String>) -> Result<backup::VerifyReport> {
         let store = self.store()?;
         let selector = backup::Selector {
@@ -269,10 +273,15 @@ impl Backups {
             timestamp,
         };
         let this = self.clone();
+        let stop = CancellationToken::new();
+        let _stop_when_dropped = stop.clone().drop_guard();
         crate::background::spawn(async move {
-            let limits = backup::Limits::new(this.settings.max_bandwidth, 1);
             let clock = this.storage.clock().clone();
-            this.verifications.run(&store, selector, &limits, clock.as_ref()).await
+            let run = this.verifications.run(&store, selector, &this.limits, clock.as_ref());
+            tokio::select! {
+                _ = stop.cancelled() => Err(EngineError::State("the verification was stopped".into())),
+                verified = run => verified,
+            }
         })
         .await
         .map_err(|e| EngineError::Task(format!("the verification stopped unexpectedly: {e}")))?

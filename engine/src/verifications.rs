@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use backup::{Limits, Selector, Store, VerifyRecord, VerifyReport};
 use storage::Clock;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 
 #[derive(Debug, Default)]
 pub(crate) struct Verifications {
@@ -65,7 +65,9 @@ impl Verifications {
         limits: &Limits,
         clock: &dyn Clock,
     ) -> Result<VerifyReport> {
-        let _one_at_a_time = self.running.lock().await;
+        let _one_at_a_time = self.running.try_lock().map_err(|_| {
+            EngineError::State("a verification is already running; wait for it (see backups() verify_status)".into())
+        })?;
         let started = clock.now_micros();
         let report = backup::verify(store, &selector, Some(limits), &|_, _| {}).await?;
         let record = VerifyRecord::new(&report, started, clock.now_micros());

@@ -3,9 +3,10 @@
 //! before it runs, naming the user and the statement.
 //!
 //! An allow-list, so a statement kind nobody thought of is refused, not run.
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use std::sync::LazyLock;
+
+use datafusion::sql::sqlparser::ast::{Set, SetExpr, Statement};
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use pgwire::api::{ClientInfo, METADATA_USER};
 
@@ -58,34 +59,49 @@ pub(crate) fn check_command(user: &str, cmd: &Command) -> Result<(), SqlError> {
     Err(refused(user, name))
 }
 
-/// Refuses SQL for DataFusion unless every statement in it only reads.
-/// Text that does not parse passes: DataFusion reports the syntax error.
+/// The parser datafusion-postgres runs statements through (with its rewrites),
+/// so the statements checked are exactly those that would run.
+static PARSER: LazyLock<PostgresCompatibilityParser> = LazyLock::new(PostgresCompatibilityParser::new);
+
+/// Refuses SQL for DataFusion unless every statement in it only reads. Text
+/// that does not parse is refused too: what is not checked must not run.
 pub(crate) fn check_sql(user: &str, sql: &str) -> Result<(), SqlError> {
-    let Ok(statements) = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}) else {
-        return Ok(());
-    };
+    let statements = PARSER
+        .parse(sql)
+        .map_err(|e| SqlError::syntax(format!("{e} (read-only user \"{user}\")")))?;
     match statements.iter().find(|s| !reads_only(s)) {
         Some(writes) => Err(refused(user, &statement_name(&writes.to_string()))),
         None => Ok(()),
     }
 }
 
-fn reads_only(statement: &DfStatement) -> bool {
-    match statement {
-        DfStatement::Statement(s) => sql_reads_only(s),
-        DfStatement::Explain(e) => reads_only(&e.statement),
-        DfStatement::Reset(_) => true,
-        DfStatement::CreateExternalTable(_) | DfStatement::CopyTo(_) => false,
-    }
-}
+/// Session settings datafusion-postgres keeps per connection; any other `SET`
+/// changes the state every session shares.
+const CONNECTION_SETTINGS: &[&str] = &[
+    "statement_timeout",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+];
 
-fn sql_reads_only(statement: &Statement) -> bool {
+fn reads_only(statement: &Statement) -> bool {
     match statement {
-        // `SELECT ... INTO t` creates a table.
-        Statement::Query(q) => !matches!(&*q.body, SetExpr::Select(s) if s.into.is_some()),
-        Statement::Explain { statement, .. } | Statement::Prepare { statement, .. } => sql_reads_only(statement),
-        Statement::Set(_)
-        | Statement::ShowVariable { .. }
+        Statement::Query(q) => !creates_table(&q.body),
+        Statement::Explain { statement, .. } => reads_only(statement),
+        Statement::Set(Set::SingleAssignment {
+            scope: None,
+            hivevar: false,
+            variable,
+            ..
+        }) => CONNECTION_SETTINGS.contains(&variable.to_string().to_lowercase().as_str()),
+        Statement::Set(Set::SetTimeZone { local: false, .. }) => true,
+        // Prepared statements live in the state all sessions share: EXECUTE
+        // could run another user's INSERT. (The wire protocol's own prepared
+        // statements are checked when parsed.)
+        Statement::ShowVariable { .. }
         | Statement::ShowVariables { .. }
         | Statement::ShowStatus { .. }
         | Statement::ShowTables { .. }
@@ -101,18 +117,27 @@ fn sql_reads_only(statement: &Statement) -> bool {
         | Statement::Rollback { .. }
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. }
-        | Statement::Execute { .. }
-        | Statement::Deallocate { .. }
         | Statement::Discard { .. }
-        | Statement::Close { .. }
-        | Statement::Reset(_) => true,
+        | Statement::Close { .. } => true,
+        _ => false,
+    }
+}
+
+/// `SELECT ... INTO t` anywhere in a query body (it creates a table).
+fn creates_table(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(s) => s.into.is_some(),
+        SetExpr::Query(q) => creates_table(&q.body),
+        SetExpr::SetOperation { left, right, .. } => creates_table(left) || creates_table(right),
         _ => false,
     }
 }
 
 /// `INSERT`, `CREATE VIEW`, ... : the statement's leading keywords, upper-cased.
 fn statement_name(sql: &str) -> String {
-    let mut words = sql.split_whitespace().map(str::to_ascii_uppercase);
+    let mut words = sql
+        .split_whitespace()
+        .map(|w| w.trim_start_matches('(').to_ascii_uppercase());
     let first = words.next().unwrap_or_default();
     match (first.as_str(), words.next()) {
         ("CREATE" | "DROP" | "ALTER", Some(second)) => format!("{first} {second}"),
@@ -133,14 +158,17 @@ mod tests {
             "EXPLAIN SELECT 1",
             "SHOW server_version",
             "SET extra_float_digits = 3",
+            "SET application_name = 'psql'",
+            "SET TIME ZONE 'UTC'",
             "BEGIN",
             "COMMIT",
             "ROLLBACK",
             "SELECT 1; SELECT 2",
-            "not sql at all",
         ] {
             check_sql("user", sql).unwrap_or_else(|e| panic!("{sql}: {}", e.message));
         }
+        let garbled = check_sql("user", "not sql at all").expect_err("unparsed SQL does not run");
+        assert_eq!(garbled.code, "42601");
     }
 
     #[test]
@@ -151,14 +179,16 @@ mod tests {
             ("UPDATE t SET a = 1", "UPDATE"),
             ("DELETE FROM t", "DELETE"),
             ("CREATE VIEW v AS SELECT 1", "CREATE VIEW"),
-            (
-                "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/tmp/x.csv'",
-                "CREATE EXTERNAL",
-            ),
             ("COPY (SELECT 1) TO '/tmp/out.csv'", "COPY"),
             ("SELECT 1 INTO t2", "SELECT"),
             ("EXPLAIN ANALYZE INSERT INTO t VALUES (1)", "EXPLAIN"),
             ("SELECT 1; DROP VIEW v", "DROP VIEW"),
+            ("(SELECT 1 INTO t2)", "SELECT"),
+            ("SELECT 1 UNION SELECT 2 INTO t2", "SELECT"),
+            ("SET datafusion.runtime.memory_limit = '1K'", "SET"),
+            ("RESET datafusion.execution.batch_size", "RESET"),
+            ("PREPARE ins AS INSERT INTO t VALUES ($1)", "PREPARE"),
+            ("EXECUTE ins(1)", "EXECUTE"),
         ] {
             let err = check_sql("analyst", sql).expect_err(sql);
             assert_eq!(err.code, "42501", "{sql}");

@@ -4,6 +4,7 @@ mod harness;
 
 mod backup;
 mod backup_crash;
+mod big_file;
 mod checkpoint;
 mod clients;
 mod crash;

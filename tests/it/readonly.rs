@@ -70,6 +70,8 @@ async fn the_read_only_user_may_look_but_every_change_is_refused() {
         ),
         ("CREATE VIEW v AS SELECT * FROM t", "CREATE VIEW"),
         ("SELECT * INTO t2 FROM t", "SELECT"),
+        ("SET datafusion.execution.batch_size = 1", "SET"),
+        ("EXECUTE anything", "EXECUTE"),
         ("BACKUP DATABASE", "BACKUP DATABASE"),
         ("BACKUP ABORT", "BACKUP ABORT"),
         ("CHECKPOINT CREATE", "CHECKPOINT CREATE"),
@@ -155,6 +157,16 @@ async fn with_a_main_password_each_user_logs_in_with_its_own_and_psql_shows_the_
             .expect_err("another user's password");
         assert_eq!(sqlstate(&err), "28P01", "{user}: {err}");
     }
+    // psql's catalog commands are queries: they work.
+    let Some(looked) = server.psql_as("analyst", Some(READONLY_PASSWORD), &["-c", "\\dt", "-c", "\\d t"]) else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&looked.stdout);
+    assert!(
+        looked.status.success() && listing.contains(" t ") && listing.contains("ts"),
+        "{listing}{}",
+        String::from_utf8_lossy(&looked.stderr)
+    );
     let Some(out) = server.psql_as(
         "analyst",
         Some(READONLY_PASSWORD),
