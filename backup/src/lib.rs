@@ -12,6 +12,7 @@
 //! [`restore_database`], [`restore_table`], [`verify`].
 
 mod catalog;
+mod connect;
 mod crypto;
 mod error;
 #[cfg(test)]
@@ -33,6 +34,7 @@ mod upload;
 mod verify;
 
 pub use catalog::{Selector, locate, parse_backup_timestamp, resolve_instance};
+pub use connect::redact;
 pub use crypto::Cipher;
 pub use error::{BackupError, Result};
 pub use history::{BackupRecord, Status, load_history, put_history};
@@ -46,7 +48,7 @@ pub use retention::{
     CleanupPlan, CleanupReport, KeptBy, Retention, cleanup, complete_backups, plan_cleanup, plan_drop, read_manifest,
 };
 pub use run::{BackupJob, Estimate, Outcome, Progress, backup_and_cleanup, estimate, new_record, run_backup};
-pub use store::{Flush, MAX_PARTS, OpCounts, Store, redact};
+pub use store::{Flush, MAX_PARTS, OpCounts, Store};
 pub use throttle::Limits;
 pub use verify::{
     Problem, StoredVerifications, VERIFY_RECORD_VERSION, VerifyRecord, VerifyReport, VerifyStatus, load_verifications,

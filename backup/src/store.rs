@@ -9,27 +9,24 @@
 //! - `file:///mnt/backups` and `s3://bucket/prefix` (credentials from the usual AWS environment variables).
 //!
 //! Secrets never appear in errors or `Debug` output.
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::sync::mpsc;
 
+use crate::connect::{Target, bad, connect, redact};
 use crate::crypto::{StreamDecryptor, StreamEncryptor};
 use crate::error::{BackupError, Result, store_err};
 use crate::layout::{BACKUP_ROOT, Folder, Object, instance_dir};
 use crate::retry::with_retry;
 use crate::throttle::Limits;
 
-const KEY: &str = "backup.object.store";
-const SECRET_OPTIONS: &[&str] = &["secret_access_key", "session_token", "token"];
 /// Listings in flight at once in [`Store::list_sharded`].
 const LIST_CONCURRENCY: usize = 16;
 /// The smallest part of a multipart upload (S3 refuses parts under 5 MiB).
@@ -169,157 +166,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn bad(reason: impl Into<String>) -> BackupError {
-    BackupError::Config {
-        key: KEY.into(),
-        reason: reason.into(),
-    }
-}
-
-/// Parses `kind::k=v;k=v;` options.
-fn parse_options(body: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for part in body.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| bad(format!("expected key=value, found '{}'", redact_part(part))))?;
-        out.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-    }
-    Ok(out)
-}
-
-fn redact_part(part: &str) -> String {
-    match part.split_once('=') {
-        Some((k, _)) if SECRET_OPTIONS.contains(&k.trim().to_ascii_lowercase().as_str()) => format!("{k}=***"),
-        _ => part.to_string(),
-    }
-}
-
-/// The connection string with secret values replaced by `***`.
-pub fn redact(conn: &str) -> String {
-    match conn.split_once("::") {
-        Some((kind, body)) => {
-            let parts: Vec<String> = body
-                .split(';')
-                .filter(|p| !p.trim().is_empty())
-                .map(redact_part)
-                .collect();
-            format!("{kind}::{};", parts.join(";"))
-        }
-        None => conn.to_string(),
-    }
-}
-
-/// The S3 client's own request retries, kept short: `retry::with_retry` retries
-/// whole operations (including streamed bodies) on top of these.
-fn client_retries() -> object_store::RetryConfig {
-    object_store::RetryConfig {
-        backoff: object_store::BackoffConfig {
-            init_backoff: std::time::Duration::from_millis(100),
-            max_backoff: std::time::Duration::from_secs(2),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: std::time::Duration::from_secs(30),
-    }
-}
-
-fn bool_option(opts: &BTreeMap<String, String>, name: &str) -> Result<bool> {
-    match opts.get(name).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(v) if v == "true" => Ok(true),
-        Some(v) if v == "false" => Ok(false),
-        Some(v) => Err(bad(format!("{name} must be true or false, not '{v}'"))),
-    }
-}
-
 impl Store {
-    /// Opens the store a connection string names.
+    /// Opens the store a connection string names (see `connect`).
     pub fn open(conn: &str) -> Result<Self> {
         let conn = conn.trim();
         let display = redact(conn);
-        if let Some(rest) = conn.strip_prefix("file://") {
-            return Self::local(rest, display);
-        }
-        if let Some(rest) = conn.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("s3:// URL without a bucket"));
-            }
-            let s3 = AmazonS3Builder::from_env()
-                .with_retry(client_retries())
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| bad(format!("cannot configure S3: {e}")))?;
-            return Ok(Self::over(Arc::new(s3), Path::from(prefix), display));
-        }
-        let Some((kind, body)) = conn.split_once("::") else {
-            return Err(bad(format!(
-                "'{display}' is not a connection string; use fs::root=/path; or s3::bucket=...; (or file:// / s3:// URLs)"
-            )));
-        };
-        let opts = parse_options(body)?;
-        match kind.to_ascii_lowercase().as_str() {
-            "fs" => {
-                let known = ["root", "atomic_write_dir"];
-                if let Some(k) = opts.keys().find(|k| !known.contains(&k.as_str())) {
-                    return Err(bad(format!("unknown fs option '{k}' (known: root, atomic_write_dir)")));
-                }
-                let root = opts.get("root").ok_or_else(|| bad("fs store needs root=/path"))?;
-                Self::local(root, display)
-            }
-            "s3" => {
-                let known = [
-                    "bucket",
-                    "region",
-                    "access_key_id",
-                    "secret_access_key",
-                    "session_token",
-                    "endpoint",
-                    "allow_http",
-                    "root",
-                    "prefix",
-                    "virtual_hosted_style_request",
-                ];
-                if let Some(k) = opts.keys().find(|k| !known.contains(&k.as_str())) {
-                    return Err(bad(format!("unknown s3 option '{k}'")));
-                }
-                let bucket = opts
-                    .get("bucket")
-                    .filter(|b| !b.is_empty())
-                    .ok_or_else(|| bad("s3 store needs bucket=NAME"))?;
-                let mut b = AmazonS3Builder::new()
-                    .with_retry(client_retries())
-                    .with_bucket_name(bucket)
-                    .with_region(opts.get("region").map_or("us-east-1", String::as_str))
-                    .with_allow_http(bool_option(&opts, "allow_http")?)
-                    .with_virtual_hosted_style_request(bool_option(&opts, "virtual_hosted_style_request")?);
-                if let Some(v) = opts.get("access_key_id") {
-                    b = b.with_access_key_id(v);
-                }
-                if let Some(v) = opts.get("secret_access_key") {
-                    b = b.with_secret_access_key(v);
-                }
-                if let Some(v) = opts.get("session_token") {
-                    b = b.with_token(v);
-                }
-                if let Some(v) = opts.get("endpoint") {
-                    b = b.with_endpoint(v);
-                }
-                // The builder's own errors may echo options; report only their kind.
-                let s3 = b
-                    .build()
-                    .map_err(|_| bad("invalid s3 options (check bucket, region and endpoint)"))?;
-                // QuestDB's name for the folder inside the bucket; `prefix` is the older alias.
-                let prefix = match (opts.get("root"), opts.get("prefix")) {
-                    (Some(_), Some(_)) => return Err(bad("set either root or prefix (the same thing), not both")),
-                    (Some(p), None) | (None, Some(p)) => p.as_str(),
-                    (None, None) => "",
-                };
-                let prefix = Path::from(prefix);
-                Ok(Self::over(Arc::new(s3), prefix, display))
-            }
-            other => Err(bad(format!("unknown store kind '{other}'; use fs or s3"))),
+        match connect(conn, &display)? {
+            Target::Local(root) => Self::local(&root, display),
+            Target::Remote { store, prefix } => Ok(Self::over(store, prefix, display)),
         }
     }
 

@@ -17,5 +17,5 @@ mod ops;
 mod queries;
 mod readonly;
 mod restore;
-mod s3;
 mod security;
+mod stores;
