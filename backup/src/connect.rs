@@ -61,6 +61,8 @@ pub(crate) fn connect(conn: &str, display: &str) -> Result<Target> {
     let opts = Options::parse(kind, body)?;
     match opts.kind.as_str() {
         "fs" => {
+            // QuestDB stages files in `atomic_write_dir` to publish them atomically;
+            // object_store already writes each file to a temporary name and renames it.
             opts.only(&["root", "atomic_write_dir"])?;
             Ok(Target::Local(opts.required("root", "/path")?.to_string()))
         }
@@ -142,13 +144,11 @@ fn s3(opts: &Options) -> Result<Target> {
     if let Some(v) = opts.get("endpoint") {
         b = b.with_endpoint(v);
     }
-    let store = b
-        .build()
-        .map_err(|_| bad("invalid s3 options (check bucket, region and endpoint)"))?;
-    Ok(Target::Remote {
-        store: Arc::new(store),
-        prefix: opts.prefix()?,
-    })
+    remote(
+        b.build(),
+        opts,
+        "invalid s3 options (check bucket, region and endpoint)",
+    )
 }
 
 /// `azblob::endpoint=https://ACCOUNT.blob.core.windows.net;container=C;root=P;account_name=ACCOUNT;account_key=KEY;`
@@ -169,13 +169,11 @@ fn azure(opts: &Options) -> Result<Target> {
     if let Some(key) = opts.get("account_key") {
         b = b.with_access_key(key);
     }
-    let store = b
-        .build()
-        .map_err(|_| bad("invalid azblob options (check endpoint, account_name and account_key, a base64 key)"))?;
-    Ok(Target::Remote {
-        store: Arc::new(store),
-        prefix: opts.prefix()?,
-    })
+    remote(
+        b.build(),
+        opts,
+        "invalid azblob options (check endpoint, account_name and account_key, a base64 key)",
+    )
 }
 
 /// `gcs::bucket=B;root=P;credential=BASE64_OF_THE_SERVICE_ACCOUNT_JSON;` or
@@ -199,11 +197,18 @@ fn gcs(opts: &Options) -> Result<Target> {
         (None, Some(path)) => b = b.with_service_account_path(path),
         (None, None) => {}
     }
-    let store = b
-        .build()
-        .map_err(|_| bad("invalid gcs options (check bucket and the service account key)"))?;
+    remote(
+        b.build(),
+        opts,
+        "invalid gcs options (check bucket and the service account key)",
+    )
+}
+
+/// The store a builder built, in the folder `opts` name; a builder's error is
+/// replaced by `invalid` (its own message may echo a secret).
+fn remote<S: ObjectStore>(built: object_store::Result<S>, opts: &Options, invalid: &str) -> Result<Target> {
     Ok(Target::Remote {
-        store: Arc::new(store),
+        store: Arc::new(built.map_err(|_| bad(invalid))?),
         prefix: opts.prefix()?,
     })
 }

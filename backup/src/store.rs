@@ -1,14 +1,6 @@
-//! `backup.object.store` connection strings → an object store and a key prefix.
-//!
-//! Accepted forms:
-//! - `fs::root=/mnt/backups;` (`atomic_write_dir=` is accepted and ignored: QuestDB
-//!   stages files there to publish them atomically; every object here is written
-//!   to a temporary name and renamed by object_store already)
-//! - `s3::bucket=B;root=PREFIX;region=R;access_key_id=..;secret_access_key=..;endpoint=http://127.0.0.1:9000;allow_http=true;`
-//!   (`root` is the folder inside the bucket, QuestDB's name; `prefix` is an alias)
-//! - `file:///mnt/backups` and `s3://bucket/prefix` (credentials from the usual AWS environment variables).
-//!
-//! Secrets never appear in errors or `Debug` output.
+//! The one door to the object store: keys, sealing, retries, op counts, and
+//! the local-disk durability of an `fs::` store. Connection strings are parsed
+//! in `connect.rs`. Secrets never appear in errors or `Debug` output.
 use std::sync::Arc;
 
 use std::future::Future;

@@ -38,21 +38,24 @@ pub(crate) async fn upload_file(
     level: i32,
     limits: &Limits,
 ) -> Result<(String, Codec, u64)> {
-    // Held for the whole upload of a streamed file: it compresses as it goes.
-    let _slot = limits.compression_slot().await;
     if size <= WHOLE_FILE_MAX {
         let hash_owned = hash.to_string();
-        let (codec, body) = blocking(move || whole_file(&path, &hash_owned, level)).await?;
+        let (codec, body) = {
+            // Held while compressing only: the upload waits on the network.
+            let _slot = limits.compression_slot().await;
+            blocking(move || whole_file(&path, &hash_owned, level)).await?
+        };
         let object = object_name(hash, codec, store.encrypts());
         let stored = store.put_file(instance, &object, Bytes::from(body), limits).await?;
         return Ok((object, codec, stored));
     }
+    // Held for the whole upload of a streamed file: it compresses as it goes.
+    let _slot = limits.compression_slot().await;
     let sample_path = path.clone();
     let codec = blocking(move || {
         let file = std::fs::File::open(&sample_path).map_err(io_err(&sample_path, "opening"))?;
-        let start = size.saturating_sub(SAMPLE as u64) / 2;
-        let mut sample = vec![0u8; SAMPLE.min(size as usize)];
-        file.read_exact_at(&mut sample, start)
+        let mut sample = vec![0u8; SAMPLE];
+        file.read_exact_at(&mut sample, middle_sample_start(size))
             .map_err(io_err(&sample_path, "reading"))?;
         Ok(if saves_enough(&sample, level)? {
             Codec::Zst
@@ -106,17 +109,23 @@ fn whole_file(path: &Path, recorded: &str, level: i32) -> Result<(Codec, Vec<u8>
         return Err(hash_mismatch(path, &actual, recorded));
     }
     if raw.len() > 2 * SAMPLE {
-        let start = (raw.len() - SAMPLE) / 2;
+        let start = middle_sample_start(raw.len() as u64) as usize;
         if !saves_enough(&raw[start..start + SAMPLE], level)? {
             return Ok((Codec::Raw, raw));
         }
     }
     let compressed = zstd::bulk::compress(&raw, level).map_err(zstd_err)?;
-    if (compressed.len() as f64) <= raw.len() as f64 * (1.0 - MIN_SAVING) {
+    if saved_enough(raw.len(), compressed.len()) {
         Ok((Codec::Zst, compressed))
     } else {
         Ok((Codec::Raw, raw))
     }
+}
+
+/// Where the [`SAMPLE`] bytes from the middle of a file of `size` (at least
+/// `SAMPLE`) bytes start.
+fn middle_sample_start(size: u64) -> u64 {
+    (size - SAMPLE as u64) / 2
 }
 
 /// Whether zstd saves `MIN_SAVING` on `sample` (a piece from the middle of a
@@ -124,7 +133,11 @@ fn whole_file(path: &Path, recorded: &str, level: i32) -> Result<(Codec, Vec<u8>
 /// cost more CPU than the whole upload.
 fn saves_enough(sample: &[u8], level: i32) -> Result<bool> {
     let compressed = zstd::bulk::compress(sample, level).map_err(zstd_err)?;
-    Ok((compressed.len() as f64) <= sample.len() as f64 * (1.0 - MIN_SAVING))
+    Ok(saved_enough(sample.len(), compressed.len()))
+}
+
+fn saved_enough(original: usize, compressed: usize) -> bool {
+    compressed as f64 <= original as f64 * (1.0 - MIN_SAVING)
 }
 
 /// Starts a thread that reads the file at `path` in pieces, compresses

@@ -133,7 +133,8 @@ pub struct StoredVerifications {
 /// those: the verdicts of the others are in their names). An unreadable one
 /// is logged and skipped, like history records.
 pub async fn load_verifications(store: &Store, instance: &str) -> Result<StoredVerifications> {
-    let mut newest: HashMap<i64, Object<'static>> = HashMap::new();
+    // Per backup: the newest verification's micros and object.
+    let mut newest: HashMap<i64, (i64, Object<'static>)> = HashMap::new();
     let mut out = StoredVerifications::default();
     for listed in store.list(instance, Folder::Verifications).await? {
         let Some(
@@ -150,12 +151,12 @@ pub async fn load_verifications(store: &Store, instance: &str) -> Result<StoredV
         if sound {
             out.last_sound_micros = out.last_sound_micros.max(Some(verified));
         }
-        let kept = newest.entry(backup).or_insert(object);
-        if matches!(kept, Object::Verification { verified: v, .. } if *v < verified) {
-            *kept = object;
+        let kept = newest.entry(backup).or_insert((verified, object));
+        if kept.0 < verified {
+            *kept = (verified, object);
         }
     }
-    for object in newest.into_values() {
+    for (_, object) in newest.into_values() {
         let read = store.read(instance, object).await.and_then(|bytes| {
             serde_json::from_slice::<VerifyRecord>(&bytes).map_err(|e| BackupError::Other(e.to_string()))
         });

@@ -53,14 +53,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// is cancelled, or panics), so no path leaves every later backup refused.
 struct Slot {
     backups: Arc<Backups>,
-    _exclusive: tokio::sync::OwnedMutexGuard<()>,
+    /// The lock shared with `DROP BACKUP`, held until the slot is freed.
+    exclusive: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Slot {
     /// Publishes the final record and frees the place in one critical section
     /// (same lock order as `records`): whoever sees the finished record in the
     /// history can start the next backup.
-    fn finish(self, outcome: &backup::Outcome) {
+    fn finish(mut self, outcome: &backup::Outcome) {
         let mut running = lock(&self.backups.running);
         let mut history = lock(&self.backups.history);
         if outcome.record.status == Status::BackupFailed {
@@ -72,6 +73,7 @@ impl Slot {
             history.retain(|r| !plan.deletes_history(r.backup_micros));
         }
         *running = None;
+        self.exclusive = None;
     }
 }
 
@@ -161,7 +163,9 @@ impl Backups {
         let store = self.store()?;
         let exclusive = self.exclusive.clone().try_lock_owned().map_err(|_| {
             if self.is_running() {
-                already_running()
+                EngineError::State(
+                    "a backup is already running; wait for it (see backups()) or run BACKUP ABORT".into(),
+                )
             } else {
                 EngineError::State("DROP BACKUP is running; start the backup when it is done".into())
             }
@@ -188,19 +192,14 @@ impl Backups {
         let now = self.storage.clock().now_micros();
         let progress: Progress = Arc::new(Mutex::new(backup::new_record(&job, now)));
         let cancel = self.shutdown.child_token();
-        let slot = {
-            let mut running = lock(&self.running);
-            if running.is_some() {
-                return Err(already_running());
-            }
-            *running = Some(Running {
-                progress: progress.clone(),
-                cancel: cancel.clone(),
-            });
-            Slot {
-                backups: self.clone(),
-                _exclusive: exclusive,
-            }
+        // Holding `exclusive`, no other backup runs.
+        *lock(&self.running) = Some(Running {
+            progress: progress.clone(),
+            cancel: cancel.clone(),
+        });
+        let slot = Slot {
+            backups: self.clone(),
+            exclusive: Some(exclusive),
         };
         let (tx, rx) = oneshot::channel();
         let retention = self.settings.retention.clone();
@@ -345,13 +344,13 @@ impl Backups {
     /// were a cleanup to run now (`latest,daily`, ...); `None` for a backup it
     /// would delete and for one that is not complete.
     pub(crate) fn kept_by(&self, records: &[BackupRecord]) -> Vec<Option<String>> {
-        let complete = complete(records);
-        let kept_by = self.settings.retention.kept_by(&complete);
+        // One verdict per complete record, in the records' order.
+        let mut kept_by = self.settings.retention.kept_by(&complete(records)).into_iter();
         records
             .iter()
-            .map(|r| {
-                let at = complete.iter().position(|m| *m == r.backup_micros)?;
-                r.status.backup_succeeded().then(|| kept_by[at].describe()).flatten()
+            .map(|r| match r.status.backup_succeeded() {
+                true => kept_by.next().and_then(|k| k.describe()),
+                false => None,
             })
             .collect()
     }
@@ -406,10 +405,6 @@ fn complete(history: &[BackupRecord]) -> Vec<i64> {
         .filter(|r| r.status.backup_succeeded())
         .map(|r| r.backup_micros)
         .collect()
-}
-
-fn already_running() -> EngineError {
-    EngineError::State("a backup is already running; wait for it (see backups()) or run BACKUP ABORT".into())
 }
 
 #[cfg(test)]

@@ -180,6 +180,16 @@ impl Properties {
         })
     }
 
+    /// A socket address, `default` when unset (and the example in the error).
+    fn address(&self, key: &str, default: SocketAddr) -> Result<SocketAddr, ConfigError> {
+        Ok(self
+            .parse_with(key, |v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| format!("'{v}' is not an address like {default}"))
+            })?
+            .unwrap_or(default))
+    }
+
     fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
         self.parse_with(key, |v| match v.to_ascii_lowercase().as_str() {
             "true" => Ok(true),
@@ -365,12 +375,7 @@ pub struct HttpSettings {
 
 impl Settings {
     pub fn from_properties(p: &Properties) -> Result<Self, ConfigError> {
-        let bind = p
-            .parse_with("pg.net.bind.to", |v| {
-                v.parse::<SocketAddr>()
-                    .map_err(|_| format!("'{v}' is not an address like 127.0.0.1:8812"))
-            })?
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8812)));
+        let bind = p.address("pg.net.bind.to", SocketAddr::from(([127, 0, 0, 1], 8812)))?;
         let password = p.get("pg.password").map(Secret::new);
         if password.is_none() && !bind.ip().is_loopback() {
             return Err(p.invalid(
@@ -468,12 +473,7 @@ fn readonly_user(p: &Properties, main_user: &str) -> Result<Option<ReadonlyUser>
 fn http(p: &Properties) -> Result<Option<HttpSettings>, ConfigError> {
     let metrics = p.boolean("metrics.enabled")?.unwrap_or(false);
     let min = p.boolean("http.min.enabled")?.unwrap_or(false);
-    let bind = p
-        .parse_with("http.min.net.bind.to", |v| {
-            v.parse::<SocketAddr>()
-                .map_err(|_| format!("'{v}' is not an address like 127.0.0.1:9003"))
-        })?
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9003)));
+    let bind = p.address("http.min.net.bind.to", SocketAddr::from(([127, 0, 0, 1], 9003)))?;
     Ok((metrics || min).then_some(HttpSettings { bind, metrics }))
 }
 

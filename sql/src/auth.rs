@@ -156,7 +156,7 @@ impl StartupHandler for TrustStartup {
         let (handle, guard) = self.connections.register(pid, secret_key);
         client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
         client.session_extensions().insert::<ConnectionGuard>(guard);
-        finish_authentication(client, &*compat::server_parameters()).await
+        finish_authentication(client, &**compat::SERVER_PARAMETERS).await
     }
 }
 
@@ -179,7 +179,7 @@ impl Startup {
         let scram = auth.passwords.as_ref().map(|source| {
             let mut scram = ScramAuth::new(source.clone() as Arc<dyn AuthSource>);
             scram.set_iterations(SCRAM_ITERATIONS);
-            let handler = SASLAuthStartupHandler::new(compat::server_parameters())
+            let handler = SASLAuthStartupHandler::new(compat::SERVER_PARAMETERS.clone())
                 .with_scram(scram)
                 .with_connection_manager(connections);
             (source.clone(), handler)

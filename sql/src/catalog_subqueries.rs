@@ -23,7 +23,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::expr_rewriter::{NamePreserver, strip_outer_reference};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Subquery, when};
 use datafusion::optimizer::AnalyzerRule;
@@ -48,6 +48,9 @@ impl AnalyzerRule for AggregateCatalogScalarSubqueries {
             // Parents refer to the expressions by name: keep the names.
             let names = NamePreserver::new(&node);
             node.map_expressions(|e| {
+                if !e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty())))? {
+                    return Ok(Transformed::no(e));
+                }
                 let name = names.save(&e);
                 let rewritten = e.transform_up(|e| match e {
                     Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty() && always_empty(&sq.subquery) => {
@@ -165,17 +168,7 @@ fn hoist_outer_only(plan: &LogicalPlan) -> Result<(LogicalPlan, Vec<Expr>)> {
                 Some(predicate) => LogicalPlanBuilder::from(input).filter(predicate)?.build()?,
                 None => input,
             };
-            let guards = outer_only
-                .into_iter()
-                .map(|e| {
-                    e.clone()
-                        .transform(|e| match e {
-                            Expr::OuterReferenceColumn(_, column) => Ok(Transformed::yes(Expr::Column(column))),
-                            other => Ok(Transformed::no(other)),
-                        })
-                        .map(|t| t.data)
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let guards = outer_only.into_iter().cloned().map(strip_outer_reference).collect();
             Ok((plan, guards))
         }
         _ => Ok((plan.clone(), Vec::new())),
@@ -188,19 +181,9 @@ mod tests {
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::DataType;
 
-    use super::*;
-
-    async fn context() -> SessionContext {
-        let ctx = SessionContext::new();
-        crate::server::setup_postgres(&ctx)
-            .await
-            .expect("set up as the server does");
-        ctx
-    }
-
     #[tokio::test]
     async fn correlated_catalog_lookups_plan_and_give_the_row_or_null() {
-        let ctx = context().await;
+        let ctx = crate::server::test_context().await;
         let batches = ctx
             .sql(
                 "SELECT t.typname, (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = t.typnamespace) AS ns, \
@@ -233,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_correlated_subquery_on_pg_sequence_is_null() {
-        let ctx = context().await;
+        let ctx = crate::server::test_context().await;
         let batches = ctx
             .sql(
                 "SELECT t.typname, CASE WHEN t.typlen > 0 THEN (SELECT concat(t.typname, s.seqstart) \
@@ -251,7 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn user_tables_are_left_to_datafusions_check() {
-        let ctx = context().await;
+        let ctx = crate::server::test_context().await;
         ctx.sql("CREATE TABLE t AS SELECT * FROM (VALUES (1, 1), (1, 2)) AS v(a, b)")
             .await
             .expect("create")

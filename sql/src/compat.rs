@@ -5,7 +5,7 @@
 //! drivers read the `server_version` startup parameter; others run `SHOW
 //! server_version_num`. All of them get the same PostgreSQL version from here,
 //! and `version()` also names Strata and DataFusion for people.
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
@@ -41,12 +41,12 @@ pub(crate) fn register(ctx: &SessionContext) {
 }
 
 /// The startup parameters every connection gets: pgwire's defaults, with our
-/// `server_version` instead of pgwire's `16.6-pgwire-0.41.1`.
-pub(crate) fn server_parameters() -> Arc<DefaultServerParameterProvider> {
+/// `server_version` instead of pgwire's `16.6-pgwire-0.41.1`. Built once.
+pub(crate) static SERVER_PARAMETERS: LazyLock<Arc<DefaultServerParameterProvider>> = LazyLock::new(|| {
     let mut params = DefaultServerParameterProvider::default();
     params.server_version = PG_VERSION.to_string();
     Arc::new(params)
-}
+});
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct VersionFunc {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, StringArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int32Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type};
 use datafusion::common::utils::take_function_args;
@@ -18,10 +18,7 @@ use datafusion::prelude::SessionContext;
 /// Registers the functions on `ctx`, after `setup_pg_catalog` (whose `pg_type`
 /// `to_regtype` reads).
 pub(crate) async fn register(ctx: &SessionContext) -> DfResult<()> {
-    ctx.register_udf(ScalarUDF::from(ToRegtype {
-        signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
-        types: pg_type_oids(ctx).await?,
-    }));
+    ctx.register_udf(to_regtype(pg_type_oids(ctx).await?));
     ctx.register_udf(pg_get_serial_sequence());
     ctx.register_udf(pg_collation_is_visible());
     ctx.register_udf(ScalarUDF::from(JsonBuildObject {
@@ -101,38 +98,24 @@ fn typname(sql_name: &str) -> String {
 
 /// `to_regtype(name)`: the type's oid, or NULL when there is no such type
 /// (which is how psycopg's `TypeInfo.fetch`, run by SQLAlchemy's first
-/// connect, learns that `hstore` is not installed).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct ToRegtype {
-    signature: Signature,
-    types: BTreeMap<String, i32>,
-}
-
-impl ScalarUDFImpl for ToRegtype {
-    fn name(&self) -> &str {
-        "to_regtype"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
-        // pg_type.oid's type, so `oid = to_regtype(...)` compares without a cast.
-        Ok(DataType::Int32)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let [name] = take_function_args(self.name(), args.args)?;
-        let names = name.into_array(args.number_rows)?;
-        let names = cast(&names, &DataType::Utf8)?;
-        let oids: Int32Array = names
-            .as_string::<i32>()
-            .iter()
-            .map(|n| n.and_then(|n| self.types.get(&typname(n)).copied()))
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(oids)))
-    }
+/// connect, learns that `hstore` is not installed). Returns pg_type.oid's type,
+/// so `oid = to_regtype(...)` compares without a cast.
+fn to_regtype(types: BTreeMap<String, i32>) -> ScalarUDF {
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let names = ColumnarValue::values_to_arrays(args)?;
+            let oids: Int32Array = names[0]
+                .as_string::<i32>()
+                .iter()
+                .map(|n| n.and_then(|n| types.get(&typname(n)).copied()))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(oids)))
+        }),
+    )
 }
 
 /// `pg_get_serial_sequence(table, column)`: always NULL, because Strata has no
@@ -143,10 +126,7 @@ fn pg_get_serial_sequence() -> ScalarUDF {
         vec![DataType::Utf8, DataType::Utf8],
         DataType::Utf8,
         Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = ColumnarValue::values_to_arrays(args)?.first().map_or(1, Array::len);
-            Ok(ColumnarValue::Array(Arc::new(StringArray::new_null(rows)) as ArrayRef))
-        }),
+        Arc::new(|_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
     )
 }
 
@@ -245,15 +225,6 @@ fn push_json_string(out: &mut String, s: &str) {
 mod tests {
     use super::*;
 
-    /// A context set up as the server's is.
-    async fn context() -> SessionContext {
-        let ctx = SessionContext::new();
-        crate::server::setup_postgres(&ctx)
-            .await
-            .expect("set up as the server does");
-        ctx
-    }
-
     /// The first value `sql` returns, as text ("NULL" for null).
     async fn one_value(ctx: &SessionContext, sql: &str) -> String {
         let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
@@ -286,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn to_regtype_finds_builtin_types_and_gives_null_for_others() {
-        let ctx = context().await;
+        let ctx = crate::server::test_context().await;
         assert_eq!(one_value(&ctx, "SELECT to_regtype('integer')").await, "23");
         assert_eq!(one_value(&ctx, "SELECT to_regtype('text[]')").await, "1009");
         assert_eq!(one_value(&ctx, "SELECT to_regtype('hstore')").await, "NULL");
@@ -303,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn catalog_helpers() {
-        let ctx = context().await;
+        let ctx = crate::server::test_context().await;
         assert_eq!(
             one_value(&ctx, "SELECT pg_get_serial_sequence('t', 'ts')").await,
             "NULL"

@@ -29,6 +29,14 @@ pub(crate) async fn setup_postgres(ctx: &SessionContext) -> std::io::Result<()> 
         .map_err(|e| std::io::Error::other(format!("registering PostgreSQL functions: {e}")))
 }
 
+/// A context set up as the server's is, for tests of what clients see.
+#[cfg(test)]
+pub(crate) async fn test_context() -> SessionContext {
+    let ctx = SessionContext::new();
+    setup_postgres(&ctx).await.expect("set up as the server does");
+    ctx
+}
+
 /// Serves `db` on `listener` (with TLS when `tls` is given) until `shutdown` is
 /// cancelled, then closes every connection.
 pub async fn serve(
