@@ -241,7 +241,7 @@ fn rows(meta: &TableMeta, first_day: i64, days: i64, salt: i64) -> RecordBatch {
 }
 
 /// A database with two tables over several days.
-fn database(dir: &Path) -> Arc<Storage> {
+pub(crate) fn database(dir: &Path) -> Arc<Storage> {
     let s = Storage::open(dir, Arc::new(SystemClock), HousekeepingSettings::default(), None).unwrap();
     for (name, days) in [("trades", 6), ("quotes", 3)] {
         let meta = table(name);
@@ -252,7 +252,7 @@ fn database(dir: &Path) -> Arc<Storage> {
 }
 
 /// Everything that identifies a table's content: (partition, hash, rows) of its files.
-fn content(s: &Storage) -> HashMap<String, BTreeSet<(String, String, u64)>> {
+pub(crate) fn content(s: &Storage) -> HashMap<String, BTreeSet<(String, String, u64)>> {
     s.table_names()
         .into_iter()
         .map(|n| {
@@ -289,7 +289,7 @@ fn job(s: &Storage, store: &Store, micros: i64) -> (storage::Pin, BackupJob) {
     (pin, job)
 }
 
-async fn backup(s: &Storage, store: &Store, micros: i64, keep: usize) -> BackupRecord {
+pub(crate) async fn backup(s: &Storage, store: &Store, micros: i64, keep: usize) -> BackupRecord {
     check_data_id(store, "test-instance", s.data_id()).await.unwrap();
     let (pin, job) = job(s, store, micros);
     let progress: Progress = Arc::new(Mutex::new(new_record(&job, micros)));
@@ -305,7 +305,7 @@ async fn backup(s: &Storage, store: &Store, micros: i64, keep: usize) -> BackupR
 }
 
 /// Restores the backup at `micros` into a fresh root and returns its content.
-async fn restored_content(store: &Store, micros: i64) -> HashMap<String, BTreeSet<(String, String, u64)>> {
+pub(crate) async fn restored_content(store: &Store, micros: i64) -> HashMap<String, BTreeSet<(String, String, u64)>> {
     let root = tempfile::tempdir().unwrap();
     let selector = Selector {
         instance: None,
@@ -326,7 +326,7 @@ async fn restored_content(store: &Store, micros: i64) -> HashMap<String, BTreeSe
 }
 
 /// Every complete backup in the store verifies; returns their micros.
-async fn all_complete_backups_verify(store: &Store) -> Vec<i64> {
+pub(crate) async fn all_complete_backups_verify(store: &Store) -> Vec<i64> {
     let complete = complete_backups(store, "test-instance").await.unwrap();
     for m in &complete {
         let selector = Selector {
@@ -531,10 +531,10 @@ async fn a_crash_during_a_restore_leaves_nothing_visible_and_the_next_restore_co
     assert!(points >= 5, "only {points} crash points");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn large_files_stream_up_as_multipart_uploads_sealed_or_not_and_a_changed_one_is_never_completed() {
-    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let s = Storage::open(db.path(), Arc::new(SystemClock), HousekeepingSettings::default(), None).unwrap();
+/// A database of one table whose one data file (incompressible noise) is
+/// over 24 MiB: it streams up in several parts and comes back in several ranges.
+pub(crate) fn big_database(dir: &Path) -> Arc<Storage> {
+    let s = Storage::open(dir, Arc::new(SystemClock), HousekeepingSettings::default(), None).unwrap();
     let cols = ["ts", "a", "b", "c"]
         .iter()
         .map(|n| Column {
@@ -573,6 +573,13 @@ async fn large_files_stream_up_as_multipart_uploads_sealed_or_not_and_a_changed_
         bytes > 3 * (8 << 20),
         "streamed in several parts: the data file has {bytes} bytes"
     );
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_files_stream_up_as_multipart_uploads_sealed_or_not_and_a_changed_one_is_never_completed() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = big_database(db.path());
     let (store, faults) = faulty_store(dir.path());
     let record = backup(&s, &store, 1_000, 5).await;
     assert_eq!(record.status, Status::BackupComplete, "{record:?}");

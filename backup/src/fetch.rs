@@ -7,17 +7,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::{GetResult, GetResultPayload};
 use tokio::sync::mpsc;
 
 use crate::crypto::StreamDecryptor;
-use crate::error::{BackupError, Result, store_err};
+use crate::error::{BackupError, Result};
 use crate::layout::Codec;
 use crate::manifest::BackedUpFile;
 use crate::store::Store;
+use crate::transfer::{Body, Fetched};
 
-/// Files downloaded at once.
-pub(crate) const FETCH_CONCURRENCY: usize = 4;
 /// Chunks buffered between the network and the decompressing writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -26,42 +24,41 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// the stored (compressed) bytes fetched.
 pub(crate) async fn fetch_file(store: &Store, instance: &str, f: &BackedUpFile, dest: PathBuf) -> Result<u64> {
     store
-        .read_file(instance, &f.object, f.encrypted, |got, decryptor, key| {
-            fetch_into(got, decryptor, key, f, dest.clone())
-        })
+        .read_file(
+            instance,
+            &f.object,
+            f.encrypted,
+            f.stored_bytes,
+            |body, decryptor, key| fetch_into(body, decryptor, key, f, dest.clone()),
+        )
         .await
 }
 
 async fn fetch_into(
-    got: GetResult,
+    body: Body,
     decryptor: Option<StreamDecryptor>,
     key: String,
     f: &BackedUpFile,
     dest: PathBuf,
 ) -> Result<u64> {
-    let stored = got.range.end - got.range.start;
     let (file, target, key_text) = (f.clone(), dest.clone(), key.clone());
     let write = move |chunks| write_verified(chunks, decryptor, &file, &target, &key_text);
-    let result = match got.payload {
+    let result = match body {
         // A local store hands over the file: read it in large blocks on the writing
         // thread (its stream reads 8 KiB per blocking task).
-        GetResultPayload::File(mut object, _) => {
-            let start = got.range.start;
-            tokio::task::spawn_blocking(move || {
-                object
-                    .seek(SeekFrom::Start(start))
-                    .map_err(|e| BackupError::Other(format!("reading {key}: {e}")))?;
-                write(Chunks::File {
-                    object,
-                    left: stored,
-                    key,
-                })
+        Body::File { mut file, start, len } => tokio::task::spawn_blocking(move || {
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| BackupError::Other(format!("reading {key}: {e}")))?;
+            write(Chunks::File {
+                object: file,
+                left: len,
+                key,
             })
-            .await
-            .map_err(|e| BackupError::Other(e.to_string()))
-            .and_then(|written| written.map(|()| stored))
-        }
-        GetResultPayload::Stream(stream) => pump(stream, write, &key).await,
+        })
+        .await
+        .map_err(|e| BackupError::Other(e.to_string()))
+        .and_then(|written| written.map(|()| len)),
+        Body::Pieces(pieces) => pump(pieces, write).await,
     };
     if result.is_err() {
         let _ = std::fs::remove_file(&dest);
@@ -69,26 +66,25 @@ async fn fetch_into(
     result
 }
 
-/// Feeds a store's stream to `write` on a blocking thread; returns the bytes fetched.
+/// Feeds an object's pieces to `write` on a blocking thread; returns the bytes fetched.
 async fn pump(
-    mut stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    mut pieces: futures::stream::BoxStream<'static, Result<Fetched>>,
     write: impl FnOnce(Chunks) -> Result<()> + Send + 'static,
-    key: &str,
 ) -> Result<u64> {
-    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<Fetched>(CHUNKS_IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || write(Chunks::Channel(rx)));
     let mut fetched = 0u64;
     let mut failure = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => {
-                fetched += c.len() as u64;
-                if tx.send(c).await.is_err() {
+    while let Some(piece) = pieces.next().await {
+        match piece {
+            Ok(p) => {
+                fetched += p.bytes.len() as u64;
+                if tx.send(p).await.is_err() {
                     break; // the writer stopped: its error says why
                 }
             }
             Err(e) => {
-                failure = Some(store_err(format!("reading {key}"))(e));
+                failure = Some(e);
                 break;
             }
         }
@@ -103,13 +99,10 @@ async fn pump(
 
 /// Where a stored object's bytes come from.
 enum Chunks {
-    Channel(mpsc::Receiver<Bytes>),
+    /// Pieces from the network; each frees its download slot once taken.
+    Channel(mpsc::Receiver<Fetched>),
     /// A local store's object file, `left` bytes still to read.
-    File {
-        object: File,
-        left: u64,
-        key: String,
-    },
+    File { object: File, left: u64, key: String },
 }
 
 /// Bytes read from a local object at a time.
@@ -118,7 +111,7 @@ const FILE_BLOCK: u64 = 1 << 20;
 impl Chunks {
     fn next(&mut self) -> Result<Option<Bytes>> {
         match self {
-            Chunks::Channel(rx) => Ok(rx.blocking_recv()),
+            Chunks::Channel(rx) => Ok(rx.blocking_recv().map(|piece| piece.bytes)),
             Chunks::File { left: 0, .. } => Ok(None),
             Chunks::File { object, left, key } => {
                 let mut block = Vec::with_capacity(FILE_BLOCK.min(*left) as usize);

@@ -1,9 +1,11 @@
 //! The history of backups, kept in the store next to the manifests (so it survives
 //! restarts and is visible to any server pointed at the same store).
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BackupError, Result};
-use crate::layout::{Folder, Object, micros_of};
+use crate::layout::{Folder, HistoryEvent, Object, history_object, history_of};
 use crate::store::Store;
 
 /// The exact status values `backups()` shows.
@@ -79,29 +81,47 @@ impl BackupRecord {
     }
 }
 
-/// Writes a history record (best effort is not enough: errors are returned).
-pub async fn put_history(store: &Store, record: &BackupRecord) -> Result<()> {
+/// Writes the record `event` of a backup's life leaves: a new object each
+/// time, so a store that refuses overwrites (object lock) keeps a history.
+pub async fn put_history(store: &Store, record: &BackupRecord, event: HistoryEvent) -> Result<()> {
     let bytes = serde_json::to_vec(record).map_err(|e| BackupError::Other(e.to_string()))?;
-    store
-        .put(&record.instance, Object::History(record.backup_micros), bytes.into())
-        .await
+    let object = Object::History {
+        backup: record.backup_micros,
+        event,
+    };
+    store.put(&record.instance, object, bytes.into()).await
 }
 
-/// Every history record of `instance` in the store, newest first.
-pub async fn load_history(store: &Store, instance: &str) -> Result<Vec<BackupRecord>> {
-    let mut out = Vec::new();
+/// The latest event of each backup in `instance`'s history (`None`: only a
+/// format 1 record, which comes before every event), by backup micros.
+async fn latest_events(store: &Store, instance: &str) -> Result<BTreeMap<i64, Option<HistoryEvent>>> {
+    let mut latest = BTreeMap::new();
     for listed in store.list(instance, Folder::History).await? {
-        let Some(micros) = micros_of(&listed.name) else {
-            tracing::warn!("ignoring history object {} (not named by a timestamp)", listed.name);
+        let Some((backup, event)) = history_of(&listed.name) else {
+            tracing::warn!("ignoring history object {} (not a backup event's name)", listed.name);
             continue;
         };
-        let bytes = store.read(instance, Object::History(micros)).await?;
+        let newest = latest.entry(backup).or_insert(event);
+        *newest = (*newest).max(event);
+    }
+    Ok(latest)
+}
+
+/// Every backup's record in `instance`'s history, newest first: for each,
+/// the record of its latest event (one read per backup).
+pub async fn load_history(store: &Store, instance: &str) -> Result<Vec<BackupRecord>> {
+    let mut out = Vec::new();
+    for (backup, event) in latest_events(store, instance).await?.into_iter().rev() {
+        let object = history_object(backup, event);
+        let bytes = store.read(instance, object).await?;
         match serde_json::from_slice::<BackupRecord>(&bytes) {
             Ok(r) => out.push(r),
-            Err(e) => tracing::warn!("ignoring unreadable history record {}: {e}", listed.name),
+            Err(e) => tracing::warn!(
+                "ignoring unreadable history record {}: {e}",
+                store.key_of(instance, object)
+            ),
         }
     }
-    out.sort_by_key(|r| std::cmp::Reverse(r.backup_micros));
     Ok(out)
 }
 

@@ -4,7 +4,7 @@
 //! <prefix>/_backup/<instance>/data_id
 //! <prefix>/_backup/<instance>/files/<hash[0..2]>/<hash>.<zst|raw>[.enc]
 //! <prefix>/_backup/<instance>/manifests/<backup_micros>.json
-//! <prefix>/_backup/<instance>/history/<backup_micros>.json
+//! <prefix>/_backup/<instance>/history/<backup_micros>-<started|cleaning|finished|interrupted>.json
 //! <prefix>/_backup/<instance>/verifications/<backup_micros>-<verified_micros>-<ok|corrupt>.json
 //! ```
 use serde::{Deserialize, Serialize};
@@ -38,8 +38,12 @@ pub enum Object<'a> {
     DataId,
     /// The manifest of the backup taken at these micros.
     Manifest(i64),
-    /// The history record of the backup taken at these micros.
-    History(i64),
+    /// The record one event of a backup's life left (each event its own
+    /// object, so no record is ever overwritten: `backups()` folds them).
+    History { backup: i64, event: HistoryEvent },
+    /// The one, overwritten, history record of a backup a store of format 1
+    /// kept; read and deleted, never written.
+    LegacyHistory(i64),
     /// The record of one verification of a backup; its verdict is in the
     /// key too, so the newest sound one is found by listing alone.
     Verification { backup: i64, verified: i64, sound: bool },
@@ -54,7 +58,10 @@ impl Object<'_> {
         match self {
             Self::DataId => data_id_key(instance),
             Self::Manifest(micros) => manifest_key(instance, micros),
-            Self::History(micros) => history_key(instance, micros),
+            Self::History { backup, event } => {
+                format!("{}/{backup}-{}.json", history_dir(instance), event.as_str())
+            }
+            Self::LegacyHistory(micros) => format!("{}/{micros}.json", history_dir(instance)),
             Self::Verification {
                 backup,
                 verified,
@@ -122,8 +129,49 @@ pub fn history_dir(instance: &str) -> String {
     format!("{}/history", instance_dir(instance))
 }
 
-pub fn history_key(instance: &str, micros: i64) -> String {
-    format!("{}/{micros}.json", history_dir(instance))
+/// An event of a backup's life that leaves a history record, in the order
+/// they happen: the record of the latest event is the backup's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HistoryEvent {
+    Started,
+    /// Retention began deleting older backups.
+    Cleaning,
+    /// The backup (and its cleanup, if any) ended, well or not.
+    Finished,
+    /// A later start found the backup or its cleanup still in progress.
+    Interrupted,
+}
+
+impl HistoryEvent {
+    pub const ALL: [Self; 4] = [Self::Started, Self::Cleaning, Self::Finished, Self::Interrupted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Cleaning => "cleaning",
+            Self::Finished => "finished",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The backup and event of the history object named `.../<backup>-<event>.json`
+/// (event `None`: a format 1 store's `.../<backup>.json`).
+pub fn history_of(key: &str) -> Option<(i64, Option<HistoryEvent>)> {
+    let name = key.rsplit('/').next()?.strip_suffix(".json")?;
+    let Some((backup, event)) = name.split_once('-') else {
+        return Some((name.parse().ok()?, None));
+    };
+    let event = HistoryEvent::ALL.into_iter().find(|e| e.as_str() == event)?;
+    Some((backup.parse().ok()?, Some(event)))
+}
+
+/// The history object [`history_of`] names.
+pub fn history_object(backup: i64, event: Option<HistoryEvent>) -> Object<'static> {
+    match event {
+        Some(event) => Object::History { backup, event },
+        None => Object::LegacyHistory(backup),
+    }
 }
 
 pub fn verifications_dir(instance: &str) -> String {
@@ -173,7 +221,17 @@ mod tests {
         assert_eq!(micros_of("_backup/x/manifests/42.json"), Some(42));
         assert_eq!(micros_of("_backup/x/manifests/x.json"), None);
         assert_eq!(Object::DataId.key("a"), "_backup/a/data_id");
-        assert_eq!(Object::History(7).key("a"), "_backup/a/history/7.json");
+        let started = Object::History {
+            backup: 7,
+            event: HistoryEvent::Started,
+        };
+        assert_eq!(started.key("a"), "_backup/a/history/7-started.json");
+        assert_eq!(history_of(&started.key("a")), Some((7, Some(HistoryEvent::Started))));
+        assert_eq!(history_of("_backup/a/history/7.json"), Some((7, None)));
+        assert_eq!(history_object(7, None).key("a"), "_backup/a/history/7.json");
+        for bad in ["7-ended.json", "x-started.json", "x.json", "7-started.txt"] {
+            assert_eq!(history_of(&format!("_backup/a/history/{bad}")), None, "{bad}");
+        }
         assert_eq!(
             Object::File("files/ab/abcdef.zst").key("a"),
             "_backup/a/files/ab/abcdef.zst"

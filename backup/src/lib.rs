@@ -30,8 +30,13 @@ mod retry;
 mod run;
 mod store;
 mod throttle;
+mod transfer;
+#[cfg(test)]
+mod transfer_tests;
 mod upload;
 mod verify;
+#[cfg(test)]
+mod write_once_tests;
 
 pub use catalog::{Selector, locate, parse_backup_timestamp, resolve_instance};
 pub use connect::redact;
@@ -39,7 +44,7 @@ pub use crypto::Cipher;
 pub use error::{BackupError, Result};
 pub use history::{BackupRecord, Status, load_history, put_history};
 pub use instance::{INSTANCE_NAME_FILE, check_data_id, instance_name};
-pub use layout::Codec;
+pub use layout::{Codec, HistoryEvent};
 pub use manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 pub use restore::{
     OnProgress, PartitionFilter, PercentSteps, RestoreReport, TableRequest, restore_database, restore_table,
@@ -48,8 +53,9 @@ pub use retention::{
     CleanupPlan, CleanupReport, KeptBy, Retention, cleanup, complete_backups, plan_cleanup, plan_drop, read_manifest,
 };
 pub use run::{BackupJob, Estimate, Outcome, Progress, backup_and_cleanup, estimate, new_record, run_backup};
-pub use store::{Flush, MAX_PARTS, OpCounts, Store};
+pub use store::{Flush, OpCounts, Store};
 pub use throttle::Limits;
+pub use transfer::{Concurrency, MAX_PARTS};
 pub use verify::{
     Problem, StoredVerifications, VERIFY_RECORD_VERSION, VerifyRecord, VerifyReport, VerifyStatus, load_verifications,
     put_verification, verify,

@@ -19,7 +19,7 @@ use storage::{DatabaseBuild, Install, Storage, TableBuild, TableMeta, UnsyncedRe
 
 use crate::catalog::{Selector, locate};
 use crate::error::{BackupError, Result};
-use crate::fetch::{FETCH_CONCURRENCY, fetch_file};
+use crate::fetch::fetch_file;
 use crate::instance::INSTANCE_NAME_FILE;
 use crate::manifest::{BackedUpFile, Manifest, TableEntry};
 use crate::store::Store;
@@ -65,6 +65,10 @@ pub struct RestoreReport {
     pub fetched_bytes: u64,
 }
 
+/// Tables a whole-database restore fetches at once (their files share the
+/// store's download slots).
+const TABLES_AT_ONCE: usize = 4;
+
 /// Room kept free beyond the backup's size when restoring.
 const DISK_MARGIN: u64 = 16 << 20;
 
@@ -95,26 +99,32 @@ pub async fn restore_database(
     let build = DatabaseBuild::begin(root)?;
     let counter = Counter::new(manifest.bytes(), on_progress);
     let mut report = report_for(&manifest);
+    // Tables at once: with many small tables, one at a time would leave the
+    // store's requests idle while each table's last files arrive.
+    let outcomes: Vec<(String, Result<u64>)> = futures::stream::iter(manifest.tables.iter().map(|entry| {
+        let (build, counter, instance) = (&build, &counter, &manifest.instance);
+        async move {
+            let files: Vec<&BackedUpFile> = entry.files.iter().collect();
+            let outcome = async {
+                let table = build.table(entry.meta.clone())?;
+                let (table, fetched) = fetch_table(store, instance, table, &files, counter).await?;
+                build.finish_table(table, entry.commit_version)?;
+                Ok(fetched)
+            };
+            (entry.meta.name.clone(), outcome.await)
+        }
+    }))
+    .buffered(TABLES_AT_ONCE)
+    .collect()
+    .await;
     let mut failed = Vec::new();
-    for entry in &manifest.tables {
-        let name = entry.meta.name.clone();
-        let files: Vec<&BackedUpFile> = entry.files.iter().collect();
-        let outcome = match build.table(entry.meta.clone()) {
-            Ok(table) => fetch_table(store, &manifest.instance, table, &files, &counter).await,
-            Err(e) => Err(e.into()),
-        };
-        let sealed = match outcome {
-            Ok((table, fetched)) => {
-                report.fetched_bytes += fetched;
-                build
-                    .finish_table(table, entry.commit_version)
-                    .map_err(BackupError::from)
+    for (name, outcome) in outcomes {
+        match outcome {
+            Ok(fetched) => report.fetched_bytes += fetched,
+            Err(e) => {
+                tracing::error!("restore of table '{name}' failed: {e}");
+                failed.push((name, e.to_string()));
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sealed {
-            tracing::error!("restore of table '{name}' failed: {e}");
-            failed.push((name, e.to_string()));
         }
     }
     if !failed.is_empty() {
@@ -189,7 +199,7 @@ async fn fetch_table(
         counter.add(f.file.bytes);
         Ok::<_, BackupError>(n)
     }))
-    .buffer_unordered(FETCH_CONCURRENCY)
+    .buffer_unordered(store.concurrency().download)
     .try_collect()
     .await?;
     let records: Vec<_> = files.iter().map(|f| f.file.clone()).collect();

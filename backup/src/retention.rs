@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone};
 
 use crate::error::{BackupError, Result};
-use crate::layout::{Folder, Object, format_timestamp, micros_of, verification_of};
+use crate::layout::{Folder, Object, format_timestamp, history_object, history_of, micros_of, verification_of};
 use crate::manifest::Manifest;
 use crate::store::Store;
 
@@ -239,8 +239,10 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
         report.manifests_deleted += 1;
     }
     for listed in store.list(instance, Folder::History).await? {
-        if let Some(micros) = micros_of(&listed.name).filter(|m| plan.deletes_history(*m)) {
-            store.delete(instance, Object::History(micros)).await?;
+        if let Some((backup, event)) = history_of(&listed.name)
+            && plan.deletes_history(backup)
+        {
+            store.delete(instance, history_object(backup, event)).await?;
         }
     }
     for listed in store.list(instance, Folder::Verifications).await? {

@@ -8,7 +8,8 @@
 //!                 ──► retention (cleanup)
 //! ```
 //! Progress is published in a shared [`BackupRecord`] and written to the
-//! store's history at the start and at the end.
+//! store's history at the start, when cleanup starts and at the end, each
+//! time as a new object.
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,15 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{BackupError, Result};
 use crate::history::{BackupRecord, Status, put_history};
-use crate::layout::{Codec, Folder, Object, format_timestamp, object_name};
+use crate::layout::{Codec, Folder, HistoryEvent, Object, format_timestamp, object_name};
 use crate::manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 use crate::retention::CleanupPlan;
 use crate::store::Store;
 use crate::throttle::Limits;
 use crate::upload::upload_file;
-
-/// Uploads in flight at once.
-const UPLOAD_CONCURRENCY: usize = 4;
 
 /// Everything one backup needs.
 #[derive(Debug, Clone)]
@@ -104,6 +102,16 @@ fn stored_object(
     })
 }
 
+/// The objects `file` may be stored as that a power loss left empty (see
+/// [`stored_object`]).
+fn torn_objects(existing: &HashMap<String, u64>, file: &storage::DataFile, encrypted: bool) -> Vec<String> {
+    [Codec::Zst, Codec::Raw]
+        .into_iter()
+        .map(|codec| object_name(&file.hash, codec, encrypted))
+        .filter(|name| file.bytes > 0 && existing.get(name) == Some(&0))
+        .collect()
+}
+
 /// What a backup now would upload and reuse (`BACKUP DATABASE ESTIMATE`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
@@ -157,6 +165,10 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
                     update(progress, |r| r.files_done += 1);
                 }
                 None => {
+                    // A create-only PUT would keep a torn object: it goes first.
+                    for torn in torn_objects(&existing, f, job.store.encrypts()) {
+                        job.store.delete(&job.instance, Object::File(&torn)).await?;
+                    }
                     queued.insert(f.hash.clone());
                     to_upload.push((f.hash.clone(), dir.join(&f.path), f.bytes));
                 }
@@ -185,7 +197,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             Ok((hash, uploaded))
         }
     }))
-    .buffer_unordered(UPLOAD_CONCURRENCY)
+    .buffer_unordered(job.store.concurrency().upload)
     .collect::<Vec<_>>()
     .await;
     let uploaded_any = !results.is_empty();
@@ -276,7 +288,7 @@ pub async fn backup_and_cleanup(
     now: impl Fn() -> i64,
 ) -> Outcome {
     let started = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    record_history(&job.store, &started).await;
+    record_history(&job.store, &started, HistoryEvent::Started).await;
     let result = run_backup(job, progress, cancel).await;
     // The shared progress never shows a final status: the caller publishes the
     // returned record when it stops counting this backup as running, so whoever
@@ -306,7 +318,7 @@ pub async fn backup_and_cleanup(
             }
         }
     }
-    record_history(&job.store, &record).await;
+    record_history(&job.store, &record, HistoryEvent::Finished).await;
     Outcome {
         record,
         error: result.err(),
@@ -328,16 +340,16 @@ async fn clean_up(
     };
     record.status = Status::CleanupInProgress;
     update(progress, |r| *r = record.clone());
-    record_history(&job.store, record).await;
+    record_history(&job.store, record, HistoryEvent::Cleaning).await;
     crate::retention::cleanup(&job.store, &job.instance, &plan).await?;
     record.status = Status::CleanupComplete;
     Ok(Some(plan))
 }
 
-/// Writes a backup's history record; a failure is logged, since the backup
-/// itself is decided by its manifest, not by its history.
-async fn record_history(store: &Store, record: &BackupRecord) {
-    if let Err(e) = put_history(store, record).await {
+/// Writes the history record of a backup's `event`; a failure is logged,
+/// since the backup itself is decided by its manifest, not by its history.
+async fn record_history(store: &Store, record: &BackupRecord, event: HistoryEvent) {
+    if let Err(e) = put_history(store, record, event).await {
         tracing::warn!(
             "backup {}: cannot write history: {e}",
             format_timestamp(record.backup_micros)

@@ -7,9 +7,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use tokio::sync::mpsc;
 
 use crate::connect::{Target, bad, connect, redact};
@@ -18,32 +19,13 @@ use crate::error::{BackupError, Result, store_err};
 use crate::layout::{BACKUP_ROOT, Folder, Object, instance_dir};
 use crate::retry::with_retry;
 use crate::throttle::Limits;
+use crate::transfer::{
+    Body, Concurrency, Fetched, PartsInFlight, Piece, RANGE_SIZE, RANGED_FROM, RANGES_AHEAD, Slots, later_ranges,
+    part_size,
+};
 
 /// Listings in flight at once in [`Store::list_sharded`].
 const LIST_CONCURRENCY: usize = 16;
-/// The smallest part of a multipart upload (S3 refuses parts under 5 MiB).
-const PART_SIZE: usize = 8 << 20;
-/// The most parts one multipart upload may have (S3's limit; Azure allows 50,000).
-pub const MAX_PARTS: u64 = 10_000;
-/// Parts of one multipart upload in flight at once.
-const PARTS_IN_FLIGHT: usize = 4;
-
-/// One piece of a streamed data object; `End` says it is complete.
-#[derive(Debug)]
-pub(crate) enum Piece {
-    Data(Bytes),
-    End,
-}
-
-/// The part size for an object from a file of `size` bytes: at least
-/// [`PART_SIZE`], and large enough that [`MAX_PARTS`] parts hold it with room
-/// for zstd's worst case and the seal, in whole MiB.
-fn part_size(size: u64) -> usize {
-    let room = size + size / 64 + (1 << 20);
-    let needed = room.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
-    usize::try_from(needed).unwrap_or(usize::MAX).max(PART_SIZE)
-}
-
 /// The one door to the object store: callers say what they store or read (an
 /// [`Object`] of an instance), and the store derives its key, seals and opens it
 /// when encryption is on, retries transient failures and counts every operation.
@@ -57,6 +39,8 @@ pub struct Store {
     cipher: Option<crate::crypto::Cipher>,
     /// Set for a local folder (`fs::`, `file://`): its writes need flushing to be durable.
     local: Option<LocalRoot>,
+    /// Requests in flight at once.
+    slots: Slots,
     counts: Arc<Counts>,
 }
 
@@ -79,6 +63,14 @@ pub struct OpCounts {
     pub lists: u64,
     pub deletes: u64,
     pub retries: u64,
+}
+
+/// What a create-only PUT found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Created {
+    New,
+    /// An object was already at the key; it was left as it is.
+    AlreadyThere,
 }
 
 /// An object a listing found: its name relative to the instance folder
@@ -181,6 +173,7 @@ impl Store {
             flush: Arc::new(SyncFs),
             write_behind: Arc::default(),
         });
+        store.slots = Slots::new(Concurrency::default_for(true));
         Ok(store)
     }
 
@@ -191,6 +184,7 @@ impl Store {
             display,
             cipher: None,
             local: None,
+            slots: Slots::new(Concurrency::default_for(false)),
             counts: Arc::default(),
         }
     }
@@ -269,6 +263,17 @@ impl Store {
         .await;
     }
 
+    /// Requests in flight at once.
+    pub fn concurrency(&self) -> Concurrency {
+        self.slots.concurrency()
+    }
+
+    /// Sets how many requests go at once (each at least 1).
+    pub fn with_concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.slots = Slots::new(concurrency);
+        self
+    }
+
     /// Seals every object this store writes with `cipher` (and expects sealed ones).
     pub fn with_cipher(mut self, cipher: Option<crate::crypto::Cipher>) -> Self {
         self.cipher = cipher;
@@ -289,34 +294,58 @@ impl Store {
     }
 
     /// Writes a small object (a manifest, a history record, the data id) in one
-    /// PUT: sealed when the store has a key, visible whole or not at all.
+    /// PUT: sealed when the store has a key, visible whole or not at all, and
+    /// never over an object already there (see [`Store::create`]).
     pub(crate) async fn put(&self, instance: &str, object: Object<'_>, body: Bytes) -> Result<()> {
         let key = self.key_of(instance, object);
         let body = self.seal(body)?;
-        self.put_once(&key, body).await
+        if self.create(&key, body.clone()).await? == Created::AlreadyThere {
+            // Only the same bytes are ours: a try whose answer was lost.
+            if self.get_bytes(&key).await? != body {
+                return Err(BackupError::Other(format!(
+                    "{key} is already in the store with other content; Strata never overwrites an object"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Stores a small data file's bytes (compressed or raw) as the object
     /// `name` in one PUT, sealed when the store has a key and paced under the
-    /// bandwidth limit, its writeback started on a local disk. Returns the
-    /// bytes stored.
+    /// bandwidth limit, its writeback started on a local disk. An object
+    /// already under that content-addressed name holds the same file. Returns
+    /// the bytes stored.
     pub(crate) async fn put_file(&self, instance: &str, name: &str, body: Bytes, limits: &Limits) -> Result<u64> {
         let key = self.key_of(instance, Object::File(name));
         let body = self.seal(body)?;
         let stored = body.len() as u64;
         limits.pace(stored).await;
-        self.put_once(&key, body).await?;
+        let slot = self.slots.upload().await?;
+        self.create(&key, body).await?;
+        drop(slot);
         self.write_behind(&key).await;
         Ok(stored)
     }
 
-    async fn put_once(&self, key: &Path, body: Bytes) -> Result<()> {
+    /// One PUT of a new object, create-only where the store can refuse an
+    /// existing key (local, Azure, GCS; S3 with conditional writes), so that
+    /// a store under object lock is never asked to overwrite; a store that
+    /// cannot do conditional writes gets a plain PUT.
+    async fn create(&self, key: &Path, body: Bytes) -> Result<Created> {
         self.retrying(&format!("writing {key}"), &self.counts.puts, || async {
-            self.inner
-                .put(key, PutPayload::from(body.clone()))
-                .await
-                .map(|_| ())
-                .map_err(store_err(format!("writing {key}")))
+            let payload = PutPayload::from(body.clone());
+            match self.inner.put_opts(key, payload, PutMode::Create.into()).await {
+                Ok(_) => Ok(Created::New),
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    Ok(Created::AlreadyThere)
+                }
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    let payload = PutPayload::from(body.clone());
+                    let put = self.inner.put(key, payload).await;
+                    put.map(|_| Created::New).map_err(store_err(format!("writing {key}")))
+                }
+                Err(e) => Err(store_err(format!("writing {key}"))(e)),
+            }
         })
         .await
     }
@@ -348,8 +377,10 @@ impl Store {
         Ok(stored)
     }
 
-    /// One multipart upload of `pieces`, completed only after [`Piece::End`];
-    /// on any failure the upload is aborted, so no part is left behind.
+    /// One multipart upload of `pieces` in parts of exactly `part_size` bytes
+    /// (the last may be shorter), each sent under an upload slot, completed
+    /// only after [`Piece::End`]; on any failure the upload is aborted, so no
+    /// part is left behind.
     async fn put_pieces(
         &self,
         key: &Path,
@@ -357,41 +388,57 @@ impl Store {
         part_size: usize,
         limits: &Limits,
     ) -> Result<u64> {
-        let upload = self
+        let mut upload = self
             .inner
             .put_multipart(key)
             .await
             .map_err(store_err(format!("starting multipart upload of {key}")))?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, part_size);
+        let mut parts = PartsInFlight::default();
         let mut stored = 0u64;
-        let fed = loop {
-            match pieces.recv().await {
-                Some(Ok(Piece::Data(bytes))) => {
-                    if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                        break Err(store_err(format!("uploading {key}"))(e));
+        let fed = async {
+            loop {
+                match pieces.recv().await {
+                    Some(Ok(Piece::Data(mut bytes))) => {
+                        limits.pace(bytes.len() as u64).await;
+                        stored += bytes.len() as u64;
+                        while !bytes.is_empty() {
+                            let room = part_size - parts.filling_len;
+                            parts.fill(bytes.split_to(room.min(bytes.len())));
+                            if parts.filling_len == part_size {
+                                parts.send(upload.as_mut(), self.slots.upload().await?)?;
+                            }
+                        }
                     }
-                    limits.pace(bytes.len() as u64).await;
-                    stored += bytes.len() as u64;
-                    w.put(bytes);
-                }
-                Some(Ok(Piece::End)) => break Ok(()),
-                Some(Err(e)) => break Err(e),
-                None => {
-                    break Err(BackupError::Other(format!(
-                        "reading the file for {key} stopped before its end"
-                    )));
+                    Some(Ok(Piece::End)) => {
+                        if parts.filling_len > 0 || parts.sent == 0 {
+                            parts.send(upload.as_mut(), self.slots.upload().await?)?;
+                        }
+                        return parts.finish().await;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        return Err(BackupError::Other(format!(
+                            "reading the file for {key} stopped before its end"
+                        )));
+                    }
                 }
             }
         };
+        let fed = fed.await.map_err(|e| match e {
+            BackupError::Store { source, .. } => store_err(format!("uploading {key}"))(source),
+            other => other,
+        });
         match fed {
             Ok(()) => {
-                w.finish()
+                upload
+                    .complete()
                     .await
                     .map_err(store_err(format!("finishing multipart upload of {key}")))?;
                 Ok(stored)
             }
             Err(e) => {
-                if let Err(abort) = w.abort().await {
+                drop(parts);
+                if let Err(abort) = upload.abort().await {
                     tracing::warn!("cannot abort the multipart upload of {key}: {abort}");
                 }
                 Err(e)
@@ -409,13 +456,7 @@ impl Store {
     /// when the store has a key.
     pub(crate) async fn read(&self, instance: &str, object: Object<'_>) -> Result<Bytes> {
         let key = self.key_of(instance, object);
-        let context = || format!("reading {key}");
-        let raw = self
-            .retrying(&context(), &self.counts.gets, || async {
-                let got = self.inner.get(&key).await.map_err(store_err(context()))?;
-                got.bytes().await.map_err(store_err(context()))
-            })
-            .await?;
+        let raw = self.get_bytes(&key).await?;
         let sealed = crate::crypto::is_encrypted(&raw);
         match &self.cipher {
             Some(c) if sealed => Ok(c.decrypt(&raw, key.as_ref())?.into()),
@@ -433,30 +474,35 @@ impl Store {
         }
     }
 
-    /// Reads the data object `name` (sealed when `encrypted`) and hands it to
-    /// `consume` with the decryptor it needs and its key (for messages); the
-    /// read and `consume` are tried again together on a transient failure, so
-    /// `consume` must start from scratch each time.
+    /// The stored bytes of the object at `key`, as they are.
+    async fn get_bytes(&self, key: &Path) -> Result<Bytes> {
+        let context = || format!("reading {key}");
+        self.retrying(&context(), &self.counts.gets, || async {
+            let got = self.inner.get(key).await.map_err(store_err(context()))?;
+            got.bytes().await.map_err(store_err(context()))
+        })
+        .await
+    }
+
+    /// Reads the data object `name` (sealed when `encrypted`, about
+    /// `stored_bytes` long) and hands its [`Body`] to `consume` with the
+    /// decryptor it needs and its key (for messages); the read and `consume`
+    /// are tried again together on a transient failure, so `consume` must
+    /// start from scratch each time.
     pub(crate) async fn read_file<T, F, Fut>(
         &self,
         instance: &str,
         name: &str,
         encrypted: bool,
+        stored_bytes: u64,
         consume: F,
     ) -> Result<T>
     where
-        F: Fn(GetResult, Option<StreamDecryptor>, String) -> Fut,
+        F: Fn(Body, Option<StreamDecryptor>, String) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let key = self.key_of(instance, Object::File(name));
         self.retrying(&format!("fetching {name}"), &self.counts.gets, || async {
-            let got = self.inner.get(&key).await.map_err(|e| match e {
-                object_store::Error::NotFound { .. } => BackupError::BadObject {
-                    key: key.to_string(),
-                    reason: "missing from the store".into(),
-                },
-                e => store_err(format!("reading {key}"))(e),
-            })?;
             let decryptor = match (&self.cipher, encrypted) {
                 (Some(c), true) => Some(c.decryptor(key.as_ref())),
                 (None, true) => {
@@ -467,9 +513,65 @@ impl Store {
                 }
                 (_, false) => None,
             };
-            consume(got, decryptor, key.to_string()).await
+            let body = self.open_body(&key, stored_bytes).await?;
+            consume(body, decryptor, key.to_string()).await
         })
         .await
+    }
+
+    /// Starts reading the object at `key`: one GET, or for a large object on a
+    /// remote store the first of its ranges, the later ones fetched
+    /// [`RANGES_AHEAD`] at a time, each under a download slot.
+    async fn open_body(&self, key: &Path, stored_bytes: u64) -> Result<Body> {
+        let ranged = self.local.is_none() && stored_bytes > RANGED_FROM;
+        let slot = Arc::new(self.slots.download().await?);
+        let options = GetOptions {
+            range: ranged.then_some(GetRange::Bounded(0..RANGE_SIZE)),
+            ..GetOptions::default()
+        };
+        let got = self.inner.get_opts(key, options).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => BackupError::BadObject {
+                key: key.to_string(),
+                reason: "missing from the store".into(),
+            },
+            e => store_err(format!("reading {key}"))(e),
+        })?;
+        let (range, size) = (got.range.clone(), got.meta.size);
+        let first = match got.payload {
+            // A local file: read to its end, whatever range was asked for.
+            GetResultPayload::File(file, _) => {
+                return Ok(Body::File {
+                    file,
+                    start: range.start,
+                    len: size - range.start,
+                });
+            }
+            GetResultPayload::Stream(stream) => {
+                let context = format!("reading {key}");
+                stream.map(move |piece| {
+                    let bytes = piece.map_err(store_err(context.clone()))?;
+                    Ok(Fetched::new(bytes, slot.clone()))
+                })
+            }
+        };
+        if !ranged {
+            return Ok(Body::Pieces(first.boxed()));
+        }
+        let (inner, slots, key) = (self.inner.clone(), self.slots.clone(), key.clone());
+        let later = futures::stream::iter(later_ranges(size))
+            .map(move |range| {
+                let (inner, slots, key) = (inner.clone(), slots.clone(), key.clone());
+                async move {
+                    let slot = Arc::new(slots.download().await?);
+                    let bytes = inner
+                        .get_range(&key, range)
+                        .await
+                        .map_err(store_err(format!("reading {key}")))?;
+                    Ok(Fetched::new(bytes, slot))
+                }
+            })
+            .buffered(RANGES_AHEAD);
+        Ok(Body::Pieces(first.chain(later).boxed()))
     }
 
     /// Deletes an object; one already gone counts as deleted (a retry after a

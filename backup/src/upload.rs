@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use crate::crypto::StreamEncryptor;
 use crate::error::{BackupError, Result};
 use crate::layout::{Codec, object_name};
-use crate::store::{Piece, Store};
+use crate::store::Store;
 use crate::throttle::Limits;
+use crate::transfer::Piece;
 
 /// Files up to this size are read, compressed and stored whole.
 const WHOLE_FILE_MAX: u64 = 8 << 20;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Selector, locate};
 use crate::error::{BackupError, Result};
-use crate::fetch::{FETCH_CONCURRENCY, fetch_file};
+use crate::fetch::fetch_file;
 use crate::layout::{Folder, Object, verification_of};
 use crate::manifest::BackedUpFile;
 use crate::restore::{Counter, OnProgress};
@@ -233,7 +233,7 @@ pub async fn verify(
             }
         }
     }))
-    .buffer_unordered(FETCH_CONCURRENCY)
+    .buffer_unordered(store.concurrency().download)
     .collect()
     .await;
     let mut problems = Vec::new();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use backup::{BackupJob, BackupRecord, Progress, Status, Store};
+use backup::{BackupJob, BackupRecord, HistoryEvent, Progress, Status, Store};
 use storage::Storage;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -96,6 +96,9 @@ impl Drop for Slot {
     }
 }
 
+/// Why a backup or cleanup found in progress at startup failed.
+const INTERRUPTED: &str = "interrupted: the server stopped during the backup";
+
 impl Backups {
     /// Opens the store and loads the history (a store that cannot be reached now is
     /// logged, not fatal: the database must still start).
@@ -106,7 +109,9 @@ impl Backups {
     ) -> Result<Self> {
         let store = if settings.enabled {
             let conn = settings.store_connection(storage.root());
-            Some(Store::open(&conn)?.with_cipher(settings.encryption.clone()))
+            let store = Store::open(&conn)?.with_cipher(settings.encryption.clone());
+            let concurrency = settings.concurrency(store.concurrency());
+            Some(store.with_concurrency(concurrency))
         } else {
             None
         };
@@ -128,11 +133,20 @@ impl Backups {
                 Ok(h) => history = h,
                 Err(e) => tracing::warn!("cannot read the backup history from {}: {e}", store.display()),
             }
-            for r in history.iter_mut().filter(|r| r.status == Status::BackupInProgress) {
-                // This server runs no backup yet, so the record was left by a crash or stop.
-                r.status = Status::BackupFailed;
-                r.backup_error = Some("interrupted: the server stopped during the backup".into());
-                if let Err(e) = backup::put_history(store, r).await {
+            // This server runs no backup yet, so a record in progress was left by a crash or stop.
+            for r in &mut history {
+                match r.status {
+                    Status::BackupInProgress => {
+                        r.status = Status::BackupFailed;
+                        r.backup_error = Some(INTERRUPTED.into());
+                    }
+                    Status::CleanupInProgress => {
+                        r.status = Status::CleanupFailed;
+                        r.cleanup_error = Some(INTERRUPTED.into());
+                    }
+                    _ => continue,
+                }
+                if let Err(e) = backup::put_history(store, r, HistoryEvent::Interrupted).await {
                     tracing::warn!("cannot update the backup history: {e}");
                 }
             }
@@ -634,7 +648,8 @@ mod tests {
         let instance_dir = dir.path().join(backup::layout::instance_dir(&backups.instance));
         let histories: std::collections::BTreeSet<i64> = std::fs::read_dir(instance_dir.join("history"))
             .unwrap()
-            .filter_map(|e| backup::layout::micros_of(&e.unwrap().file_name().to_string_lossy()))
+            .filter_map(|e| backup::layout::history_of(&e.unwrap().file_name().to_string_lossy()))
+            .map(|(backup, _)| backup)
             .collect();
         assert_eq!(histories, expected);
         let mut referenced = std::collections::BTreeSet::new();

@@ -81,6 +81,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "backup.schedule.tz",
     "backup.verify.schedule.cron",
     "backup.compression.threads",
+    "backup.upload.concurrency",
+    "backup.download.concurrency",
     "backup.max.bandwidth.mb",
     "backup.encryption.key",
     "backup.encryption.key.file",
@@ -239,6 +241,10 @@ pub struct BackupSettings {
     pub compression_level: i32,
     /// `backup.compression.threads`: compressions running at once.
     pub compression_threads: usize,
+    /// `backup.upload.concurrency`: requests sending data at once (`None`: the store kind's default).
+    pub upload_concurrency: Option<usize>,
+    /// `backup.download.concurrency`: requests fetching data at once (`None`: the store kind's default).
+    pub download_concurrency: Option<usize>,
     /// `backup.max.bandwidth.mb` in bytes per second.
     pub max_bandwidth: Option<u64>,
     /// `backup.cleanup.keep.*`, counted in `backup.schedule.tz`.
@@ -290,6 +296,8 @@ impl Default for BackupSettings {
             compression_level: 5,
             // Half the cores: the other half stays with foreground queries and inserts.
             compression_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            upload_concurrency: None,
+            download_concurrency: None,
             max_bandwidth: None,
             retention: backup::Retention::default(),
             instance_name: None,
@@ -318,6 +326,14 @@ impl Default for CheckpointLimits {
 
 impl BackupSettings {
     /// The store connection string in effect: configured, or `ROOT/backups` (with a warning).
+    /// The store's requests in flight: the settings where given, else its kind's defaults.
+    pub(crate) fn concurrency(&self, defaults: backup::Concurrency) -> backup::Concurrency {
+        backup::Concurrency {
+            upload: self.upload_concurrency.unwrap_or(defaults.upload),
+            download: self.download_concurrency.unwrap_or(defaults.download),
+        }
+    }
+
     pub(crate) fn store_connection(&self, root: &Path) -> String {
         match &self.object_store {
             Some(c) => c.expose().to_string(),
@@ -432,6 +448,8 @@ impl Settings {
                 compression_threads: p
                     .number("backup.compression.threads", 1, 1024)?
                     .map_or(BackupSettings::default().compression_threads, |n| n as usize),
+                upload_concurrency: p.number("backup.upload.concurrency", 1, 1024)?.map(|n| n as usize),
+                download_concurrency: p.number("backup.download.concurrency", 1, 1024)?.map(|n| n as usize),
                 max_bandwidth: p.number("backup.max.bandwidth.mb", 1, 1 << 20)?.map(|mb| mb << 20),
                 instance_name: p.get("backup.instance.name").map(str::to_string),
                 schedule: schedule(p, "backup.schedule.cron")?,
@@ -592,6 +610,21 @@ mod tests {
         );
         let err = Settings::from_properties(&props(&[("housekeeping.merge.min.files", "1")], &[])).unwrap_err();
         assert!(err.to_string().contains("housekeeping.merge.min.files"));
+    }
+
+    #[test]
+    fn transfer_concurrency_overrides_the_store_kinds_default_and_refuses_zero() {
+        let defaults = backup::Concurrency { upload: 4, download: 4 };
+        let s = Settings::from_properties(&props(&[("backup.download.concurrency", "32")], &[])).unwrap();
+        assert_eq!(
+            s.backup.concurrency(defaults),
+            backup::Concurrency {
+                upload: 4,
+                download: 32
+            }
+        );
+        let err = Settings::from_properties(&props(&[("backup.upload.concurrency", "0")], &[])).unwrap_err();
+        assert!(err.to_string().contains("backup.upload.concurrency"), "{err}");
     }
 
     #[test]

@@ -147,6 +147,8 @@ async fn restore_from_backup(
         (None, None) => settings.encryption.clone(),
     };
     let store = Store::open(&conn)?.with_cipher(cipher);
+    let concurrency = settings.concurrency(store.concurrency());
+    let store = store.with_concurrency(concurrency);
     let selector = Selector {
         instance: props.get("backup.instance.name").cloned(),
         timestamp: props.get("backup.restore.timestamp").cloned(),

@@ -11,6 +11,8 @@
 mod data;
 mod measure;
 mod peers;
+mod remote;
+mod scale;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,10 @@ struct Args {
     /// Keep the work folder (databases, stores, archives) for inspection.
     #[arg(long)]
     keep: bool,
+    /// Item 11 (`--steps scale`) measures again with files this many times larger
+    /// (default 10; the disk needs about twice the larger database free).
+    #[arg(long, default_value_t = 10)]
+    scale_factor: usize,
     /// Only these measurements, comma-separated (default: all); incremental and
     /// restore also run the full backup they start from.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -71,7 +77,7 @@ struct Args {
     #[arg(long, hide = true)]
     root: Option<PathBuf>,
     #[arg(long, hide = true)]
-    store: Option<PathBuf>,
+    store: Option<String>,
 }
 
 /// The measurements, in the order they run.
@@ -87,6 +93,11 @@ enum Step {
     Foreground,
     /// 5, 6: CHECKPOINT and the unchanged backup over many tiny files.
     Many,
+    /// 9, 10: backup and restore through an S3 server on loopback beside its raw
+    /// rate and rclone; many small files with latency added to every request.
+    S3,
+    /// 11: full backup and restore at this size and `--scale-factor` times it.
+    Scale,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -105,7 +116,7 @@ struct ChildRun {
 
 /// Runs `op` in a new process of this benchmark (after `sync`; a restore also
 /// after emptying the page cache) and reads its figures.
-fn in_child(op: ChildOp, root: &Path, store: &Path) -> BenchResult<ChildRun> {
+fn in_child(op: ChildOp, root: &Path, store: &str) -> BenchResult<ChildRun> {
     let op = match op {
         ChildOp::Backup => {
             measure::settle();
@@ -138,7 +149,7 @@ fn in_child(op: ChildOp, root: &Path, store: &Path) -> BenchResult<ChildRun> {
 }
 
 /// The child side of [`in_child`]: one backup or restore, then its figures on stdout.
-async fn child(op: ChildOp, root: &Path, store: &Path) -> BenchResult<()> {
+async fn child(op: ChildOp, root: &Path, store: &str) -> BenchResult<()> {
     let mut figures = match op {
         ChildOp::Backup => {
             let db = open(root, Some(store)).await?;
@@ -196,12 +207,17 @@ impl Plan {
     }
 }
 
-/// Opens the database at `root`, backing up to an `fs::` store at `store` (or with
-/// backups disabled), with housekeeping out of the way of the measurements.
-async fn open(root: &Path, store: Option<&Path>) -> BenchResult<Arc<Database>> {
+/// The connection string of a local folder store.
+fn fs(store: &Path) -> String {
+    format!("fs::root={};", store.display())
+}
+
+/// Opens the database at `root`, backing up to the store `store` connects to (or
+/// with backups disabled), with housekeeping out of the way of the measurements.
+async fn open(root: &Path, store: Option<&str>) -> BenchResult<Arc<Database>> {
     let mut conf = HashMap::from([("housekeeping.interval.ms".to_string(), "86400000".to_string())]);
     match store {
-        Some(s) => conf.insert("backup.object.store".into(), format!("fs::root={};", s.display())),
+        Some(s) => conf.insert("backup.object.store".into(), s.to_string()),
         None => conf.insert("backup.enabled".into(), "false".into()),
     };
     let settings = Settings::from_properties(&Properties::from_sources(conf, HashMap::new()))?;
@@ -336,13 +352,21 @@ async fn run(args: &Args) -> BenchResult<()> {
     ));
     report.set("machine", machine());
 
-    let wants = |step: Step| args.steps.is_empty() || args.steps.contains(&step);
+    let wants = |step: Step| (args.steps.is_empty() && step != Step::Scale) || args.steps.contains(&step);
     let root = work.join("root");
-    if wants(Step::Full) || wants(Step::Incremental) || wants(Step::Restore) || wants(Step::Foreground) {
+    if [Step::Full, Step::Incremental, Step::Restore, Step::Foreground, Step::S3]
+        .into_iter()
+        .any(wants)
+    {
         trades(&plan, &root, &peers, &wants, &mut report).await?;
     }
     if wants(Step::Many) {
         many_files(&plan, work, &mut report).await?;
+    }
+    // Only when asked for (`wants` leaves it out of "all"): at the default size
+    // it builds and copies about 20 GB.
+    if wants(Step::Scale) {
+        scale::scale(&plan, work, args.scale_factor.max(2), &mut report).await?;
     }
 
     if let Some(path) = &args.json {
@@ -393,6 +417,10 @@ async fn trades(
             foreground(root, &store, plan.repeat, report).await?;
         }
     }
+    if wants(Step::S3) {
+        let work = root.parent().ok_or("the root has a parent folder")?;
+        remote::s3(plan, root, db_bytes, work, report).await?;
+    }
     Ok(())
 }
 
@@ -412,7 +440,7 @@ async fn full_backup(
             std::fs::remove_dir_all(&store)?;
         }
         store = root.with_file_name(format!("store_{r}"));
-        let done = in_child(ChildOp::Backup, root, &store)?;
+        let done = in_child(ChildOp::Backup, root, &fs(&store))?;
         runs.push(done.run);
         rss.push(done.peak_rss);
         stored.push(du(&store) as f64);
@@ -465,7 +493,7 @@ async fn incremental(plan: &Plan, root: &Path, store: &Path, peers: &Peers, repo
     // 0.25% of all rows appended to one partition of the first table.
     let appended = (plan.tables * plan.days as usize * plan.rows_per_day / 400).max(1);
     for r in 0..plan.repeat {
-        let db = open(root, Some(store)).await?;
+        let db = open(root, Some(&fs(store))).await?;
         let before = data_files(&db);
         let storage = db.storage();
         let first = storage.table("trades_0").ok_or("trades_0 is missing")?;
@@ -537,7 +565,7 @@ async fn restore(plan: &Plan, store: &Path, peers: &Peers, report: &mut Report) 
     let (mut runs, mut durable_runs, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..plan.repeat {
         let target = store.with_file_name(format!("restored_{r}"));
-        let done = in_child(ChildOp::Restore, &target, store)?;
+        let done = in_child(ChildOp::Restore, &target, &fs(store))?;
         runs.push(done.run);
         durable_runs.push(done.durable_secs.ok_or("restore: no 'durable_secs'")?);
         rss.push(done.peak_rss);
@@ -635,7 +663,7 @@ fn foreground_stores(root: &Path) -> Vec<ForegroundStore> {
 /// full backup into a fresh store runs.
 async fn foreground(root: &Path, target: &ForegroundStore, repeat: usize, report: &mut Report) -> BenchResult<()> {
     let store = &target.dir;
-    let db = open(root, Some(store)).await?;
+    let db = open(root, Some(&fs(store))).await?;
     foreground_samples(&db, 3, false).await?; // warm up
     let (mut idle, mut busy) = (Latencies::default(), Latencies::default());
     for _ in 0..repeat {
@@ -712,7 +740,7 @@ impl Latencies {
 async fn many_files(plan: &Plan, work: &Path, report: &mut Report) -> BenchResult<()> {
     let root = work.join("many_root");
     let store = work.join("store_many");
-    let db = open(&root, Some(&store)).await?;
+    let db = open(&root, Some(&fs(&store))).await?;
     let timer = Timer::start();
     data::build_many_files(db.storage(), plan.many_tables, 0..CHECKPOINT_PARTITIONS)?;
     let build = timer.stop();

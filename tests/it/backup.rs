@@ -337,7 +337,12 @@ async fn retention_keeps_the_latest_n_and_no_unreferenced_files() {
         ]
     );
     let history = instance_dir(store.path()).join("history");
-    let newest = files_in(&history).into_iter().max().unwrap();
+    // One record per event of a backup's life; the newest backup's last is `finished`.
+    let newest = files_in(&history)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with("-finished.json"))
+        .max()
+        .unwrap();
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
     assert_eq!(
         record["status"], "cleanup complete",
