@@ -65,10 +65,6 @@ pub struct RestoreReport {
     pub fetched_bytes: u64,
 }
 
-/// Tables a whole-database restore fetches at once (their files share the
-/// store's download slots).
-const TABLES_AT_ONCE: usize = 4;
-
 /// Room kept free beyond the backup's size when restoring.
 const DISK_MARGIN: u64 = 16 << 20;
 
@@ -99,29 +95,19 @@ pub async fn restore_database(
     let build = DatabaseBuild::begin(root)?;
     let counter = Counter::new(manifest.bytes(), on_progress);
     let mut report = report_for(&manifest);
-    // Tables at once: with many small tables, one at a time would leave the
-    // store's requests idle while each table's last files arrive.
-    let outcomes: Vec<(String, Result<u64>)> = futures::stream::iter(manifest.tables.iter().map(|entry| {
-        let (build, counter, instance) = (&build, &counter, &manifest.instance);
-        async move {
-            let files: Vec<&BackedUpFile> = entry.files.iter().collect();
-            let outcome = async {
-                let table = build.table(entry.meta.clone())?;
-                let (table, fetched) = fetch_table(store, instance, table, &files, counter).await?;
-                build.finish_table(table, entry.commit_version)?;
-                Ok(fetched)
-            };
-            (entry.meta.name.clone(), outcome.await)
-        }
-    }))
-    .buffered(TABLES_AT_ONCE)
-    .collect()
-    .await;
     let mut failed = Vec::new();
-    for (name, outcome) in outcomes {
-        match outcome {
+    for entry in &manifest.tables {
+        let files: Vec<&BackedUpFile> = entry.files.iter().collect();
+        let restored = async {
+            let table = build.table(entry.meta.clone())?;
+            let (table, fetched) = fetch_table(store, &manifest.instance, table, &files, &counter).await?;
+            build.finish_table(table, entry.commit_version)?;
+            Ok::<_, BackupError>(fetched)
+        };
+        match restored.await {
             Ok(fetched) => report.fetched_bytes += fetched,
             Err(e) => {
+                let name = entry.meta.name.clone();
                 tracing::error!("restore of table '{name}' failed: {e}");
                 failed.push((name, e.to_string()));
             }

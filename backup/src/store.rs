@@ -26,6 +26,7 @@ use crate::transfer::{
 
 /// Listings in flight at once in [`Store::list_sharded`].
 const LIST_CONCURRENCY: usize = 16;
+
 /// The one door to the object store: callers say what they store or read (an
 /// [`Object`] of an instance), and the store derives its key, seals and opens it
 /// when encryption is on, retries transient failures and counts every operation.
@@ -393,28 +394,17 @@ impl Store {
             .put_multipart(key)
             .await
             .map_err(store_err(format!("starting multipart upload of {key}")))?;
-        let mut parts = PartsInFlight::default();
+        let mut parts = PartsInFlight::new(part_size, key);
         let mut stored = 0u64;
         let fed = async {
             loop {
                 match pieces.recv().await {
-                    Some(Ok(Piece::Data(mut bytes))) => {
+                    Some(Ok(Piece::Data(bytes))) => {
                         limits.pace(bytes.len() as u64).await;
                         stored += bytes.len() as u64;
-                        while !bytes.is_empty() {
-                            let room = part_size - parts.filling_len;
-                            parts.fill(bytes.split_to(room.min(bytes.len())));
-                            if parts.filling_len == part_size {
-                                parts.send(upload.as_mut(), self.slots.upload().await?)?;
-                            }
-                        }
+                        parts.push(bytes, upload.as_mut(), &self.slots).await?;
                     }
-                    Some(Ok(Piece::End)) => {
-                        if parts.filling_len > 0 || parts.sent == 0 {
-                            parts.send(upload.as_mut(), self.slots.upload().await?)?;
-                        }
-                        return parts.finish().await;
-                    }
+                    Some(Ok(Piece::End)) => return parts.finish(upload.as_mut(), &self.slots).await,
                     Some(Err(e)) => return Err(e),
                     None => {
                         return Err(BackupError::Other(format!(
@@ -424,11 +414,7 @@ impl Store {
                 }
             }
         };
-        let fed = fed.await.map_err(|e| match e {
-            BackupError::Store { source, .. } => store_err(format!("uploading {key}"))(source),
-            other => other,
-        });
-        match fed {
+        match fed.await {
             Ok(()) => {
                 upload
                     .complete()

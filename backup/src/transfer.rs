@@ -129,23 +129,64 @@ impl Fetched {
 
 /// The parts of one multipart upload: the one being filled, and those on
 /// their way (each holding an upload slot; dropping this cancels them).
-#[derive(Default)]
 pub(crate) struct PartsInFlight {
+    part_size: usize,
+    /// `uploading <key>`, for errors.
+    context: String,
     filling: Vec<Bytes>,
-    pub(crate) filling_len: usize,
-    pub(crate) sent: usize,
+    filling_len: usize,
+    sent: usize,
     uploading: tokio::task::JoinSet<object_store::Result<()>>,
 }
 
 impl PartsInFlight {
-    pub(crate) fn fill(&mut self, bytes: Bytes) {
-        self.filling_len += bytes.len();
-        self.filling.push(bytes);
+    pub(crate) fn new(part_size: usize, key: &object_store::path::Path) -> Self {
+        Self {
+            part_size,
+            context: format!("uploading {key}"),
+            filling: Vec::new(),
+            filling_len: 0,
+            sent: 0,
+            uploading: tokio::task::JoinSet::new(),
+        }
     }
 
-    /// Sends the part being filled (parts are numbered in the order sent);
-    /// fails with the error of any part that already failed.
-    pub(crate) fn send(&mut self, upload: &mut dyn MultipartUpload, slot: OwnedSemaphorePermit) -> Result<()> {
+    /// Adds `bytes`, sending each part they complete (all parts but the last
+    /// are exactly `part_size`, as some stores require).
+    pub(crate) async fn push(
+        &mut self,
+        mut bytes: Bytes,
+        upload: &mut dyn MultipartUpload,
+        slots: &Slots,
+    ) -> Result<()> {
+        while !bytes.is_empty() {
+            let room = self.part_size - self.filling_len;
+            let piece = bytes.split_to(room.min(bytes.len()));
+            self.filling_len += piece.len();
+            self.filling.push(piece);
+            if self.filling_len == self.part_size {
+                self.send(upload, slots).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is left (an upload has at least one part) and waits for
+    /// every part sent.
+    pub(crate) async fn finish(&mut self, upload: &mut dyn MultipartUpload, slots: &Slots) -> Result<()> {
+        if self.filling_len > 0 || self.sent == 0 {
+            self.send(upload, slots).await?;
+        }
+        while let Some(done) = self.uploading.join_next().await {
+            self.checked(done)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the part being filled under an upload slot (parts are numbered in
+    /// the order sent); fails with the error of any part that already failed.
+    async fn send(&mut self, upload: &mut dyn MultipartUpload, slots: &Slots) -> Result<()> {
+        let slot = slots.upload().await?;
         let part = upload.put_part(PutPayload::from_iter(std::mem::take(&mut self.filling)));
         self.filling_len = 0;
         self.sent += 1;
@@ -154,25 +195,20 @@ impl PartsInFlight {
             part.await
         });
         while let Some(done) = self.uploading.try_join_next() {
-            part_result(done)?;
+            self.checked(done)?;
         }
         Ok(())
     }
 
-    /// Waits for every part sent.
-    pub(crate) async fn finish(&mut self) -> Result<()> {
-        while let Some(done) = self.uploading.join_next().await {
-            part_result(done)?;
+    fn checked(&self, done: std::result::Result<object_store::Result<()>, tokio::task::JoinError>) -> Result<()> {
+        match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(store_err(self.context.clone())(e)),
+            Err(e) => Err(BackupError::Other(format!(
+                "{}: a part upload stopped: {e}",
+                self.context
+            ))),
         }
-        Ok(())
-    }
-}
-
-fn part_result(done: std::result::Result<object_store::Result<()>, tokio::task::JoinError>) -> Result<()> {
-    match done {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(store_err("uploading a part")(e)),
-        Err(e) => Err(BackupError::Other(format!("a part upload stopped: {e}"))),
     }
 }
 

@@ -109,9 +109,7 @@ impl Backups {
     ) -> Result<Self> {
         let store = if settings.enabled {
             let conn = settings.store_connection(storage.root());
-            let store = Store::open(&conn)?.with_cipher(settings.encryption.clone());
-            let concurrency = settings.concurrency(store.concurrency());
-            Some(store.with_concurrency(concurrency))
+            Some(settings.open_store(&conn, settings.encryption.clone())?)
         } else {
             None
         };

@@ -325,7 +325,6 @@ impl Default for CheckpointLimits {
 }
 
 impl BackupSettings {
-    /// The store connection string in effect: configured, or `ROOT/backups` (with a warning).
     /// The store's requests in flight: the settings where given, else its kind's defaults.
     pub(crate) fn concurrency(&self, defaults: backup::Concurrency) -> backup::Concurrency {
         backup::Concurrency {
@@ -334,6 +333,19 @@ impl BackupSettings {
         }
     }
 
+    /// Opens the store `conn` names, sealing with `cipher`, with the
+    /// configured transfer concurrency.
+    pub(crate) fn open_store(
+        &self,
+        conn: &str,
+        cipher: Option<backup::Cipher>,
+    ) -> Result<backup::Store, backup::BackupError> {
+        let store = backup::Store::open(conn)?.with_cipher(cipher);
+        let concurrency = self.concurrency(store.concurrency());
+        Ok(store.with_concurrency(concurrency))
+    }
+
+    /// The store connection string in effect: configured, or `ROOT/backups` (with a warning).
     pub(crate) fn store_connection(&self, root: &Path) -> String {
         match &self.object_store {
             Some(c) => c.expose().to_string(),

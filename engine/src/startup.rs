@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use backup::{Selector, Store};
+use backup::Selector;
 use storage::{RestoreState, UnsyncedRestore};
 
 use crate::config::{BackupSettings, ConfigError};
@@ -146,9 +146,7 @@ async fn restore_from_backup(
         (None, Some(path)) => Some(backup::Cipher::from_key_file(Path::new(path))?),
         (None, None) => settings.encryption.clone(),
     };
-    let store = Store::open(&conn)?.with_cipher(cipher);
-    let concurrency = settings.concurrency(store.concurrency());
-    let store = store.with_concurrency(concurrency);
+    let store = settings.open_store(&conn, cipher)?;
     let selector = Selector {
         instance: props.get("backup.instance.name").cloned(),
         timestamp: props.get("backup.restore.timestamp").cloned(),

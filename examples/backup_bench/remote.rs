@@ -227,13 +227,10 @@ fn strata_runs(
         let target = root.with_file_name(format!("{name}_restored_{r}"));
         let done = in_child(ChildOp::Restore, &target, &strata_store(port, &bucket))?;
         serving.push(done.run);
-        durable.push(Run {
-            secs: done.durable_secs.unwrap_or(f64::NAN),
-            cpu: done.run.cpu,
-        });
+        durable.push(done.durable_secs.ok_or("restore: no 'durable_secs'")?);
         std::fs::remove_dir_all(&target)?;
     }
-    Ok((secs(&backups), secs(&serving), secs(&durable)))
+    Ok((secs(&backups), secs(&serving), Stat::of(&durable)))
 }
 
 /// rclone copying `dir` into the store and back (then synced), with as many
