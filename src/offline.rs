@@ -76,6 +76,10 @@ pub(crate) async fn list(conn: &str, instance: Option<&str>, key: &Key) -> CliRe
         let history = backup::load_history(&store, &name).await?;
         println!();
         println!("instance {name}: {} complete backup(s)", complete.len());
+        match backup::window(&store, &name, &complete).await? {
+            Some(w) => println!("point-in-time window: {} (any instant)", w.describe()),
+            None => println!("point-in-time window: none"),
+        }
         println!(
             "{:<28} {:<18} {:>6} {:>8} {:>14}  restorable",
             "backup_timestamp", "status", "tables", "files", "bytes"

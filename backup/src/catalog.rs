@@ -4,7 +4,7 @@
 use crate::error::{BackupError, Result};
 use crate::layout::Object;
 use crate::manifest::Manifest;
-use crate::retention::{check_complete, complete_backups, read_manifest};
+use crate::retention::{complete_backups, read_manifest};
 use crate::store::Store;
 
 /// Which backup to use: `None` instance means "the only one in the store",
@@ -55,39 +55,40 @@ pub fn parse_backup_timestamp(text: &str) -> Result<i64> {
         })
 }
 
-/// The manifest of the selected complete backup, parsed and checked, after
-/// checking that the instance's data id matches the manifest's.
+/// The selected state as a manifest, parsed and checked, after checking that
+/// the instance's data id matches it: a complete backup's, or the state at
+/// any instant the backups and the commit log cover (see `log::state_at`);
+/// without a timestamp, the newest state the store holds.
 pub async fn locate(store: &Store, selector: &Selector) -> Result<Manifest> {
     let instance = resolve_instance(store, selector.instance.as_deref()).await?;
     let complete = complete_backups(store, &instance).await?;
-    let micros = match &selector.timestamp {
-        None => *complete
-            .first()
-            .ok_or_else(|| BackupError::NotFound(format!("instance '{instance}' has no complete backup")))?,
-        Some(text) => {
-            let wanted = parse_backup_timestamp(text)?;
-            check_complete(&instance, text, wanted, &complete)?;
-            wanted
-        }
-    };
-    let manifest = read_manifest(store, &instance, micros).await?;
-    if manifest.instance != instance || manifest.backup_micros != micros {
-        return Err(BackupError::BadManifest {
-            key: store.key_of(&instance, Object::Manifest(micros)).to_string(),
-            reason: format!(
-                "describes backup {} of instance '{}'",
-                manifest.backup_timestamp, manifest.instance
-            ),
-        });
-    }
+    let target = selector.timestamp.as_deref().map(parse_backup_timestamp).transpose()?;
+    let manifest = crate::log::state_at(store, &instance, &complete, target).await?;
     let stored = store.read(&instance, Object::DataId).await?;
     let stored = String::from_utf8_lossy(&stored).trim().to_string();
     if stored != manifest.data_id {
         return Err(BackupError::ManifestDataIdMismatch {
-            key: store.key_of(&instance, Object::Manifest(micros)).to_string(),
+            key: store
+                .key_of(&instance, Object::Manifest(manifest.backup_micros))
+                .to_string(),
             instance,
             instance_data_id: stored,
             manifest_data_id: manifest.data_id,
+        });
+    }
+    Ok(manifest)
+}
+
+/// The manifest of the complete backup at `micros`, checked to describe it.
+pub(crate) async fn read_backup(store: &Store, instance: &str, micros: i64) -> Result<Manifest> {
+    let manifest = read_manifest(store, instance, micros).await?;
+    if manifest.instance != instance || manifest.backup_micros != micros {
+        return Err(BackupError::BadManifest {
+            key: store.key_of(instance, Object::Manifest(micros)).to_string(),
+            reason: format!(
+                "describes backup {} of instance '{}'",
+                manifest.backup_timestamp, manifest.instance
+            ),
         });
     }
     Ok(manifest)

@@ -6,6 +6,7 @@
 //! <prefix>/_backup/<instance>/manifests/<backup_micros>.json
 //! <prefix>/_backup/<instance>/history/<backup_micros>-<started|cleaning|finished|interrupted>.json
 //! <prefix>/_backup/<instance>/verifications/<backup_micros>-<verified_micros>-<ok|corrupt>.json
+//! <prefix>/_backup/<instance>/log/<seq, 20 digits>.json
 //! ```
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,9 @@ pub enum Object<'a> {
     /// A data file's object, by its name relative to the instance folder as
     /// manifests record it (see [`object_name`]).
     File(&'a str),
+    /// The shipped-commit log's object number `seq` (1, 2, ...): zero-padded,
+    /// so a reader follows the log by name and a listing sorts in order.
+    Log(u64),
 }
 
 impl Object<'_> {
@@ -71,6 +75,7 @@ impl Object<'_> {
                 format!("{}/{backup}-{verified}-{verdict}.json", verifications_dir(instance))
             }
             Self::File(name) => format!("{}/{name}", instance_dir(instance)),
+            Self::Log(seq) => format!("{}/log/{seq:020}.json", instance_dir(instance)),
         }
     }
 }
@@ -83,6 +88,7 @@ pub enum Folder {
     Verifications,
     /// Data objects, spread over 256 shard folders.
     Files,
+    Log,
 }
 
 impl Folder {
@@ -93,6 +99,7 @@ impl Folder {
             Self::History => history_dir(instance),
             Self::Verifications => verifications_dir(instance),
             Self::Files => files_dir(instance),
+            Self::Log => format!("{}/log", instance_dir(instance)),
         }
     }
 }
@@ -197,6 +204,11 @@ pub fn verification_of(key: &str) -> Option<Object<'static>> {
     })
 }
 
+/// `42` from `.../log/00000000000000000042.json`.
+pub fn log_seq_of(key: &str) -> Option<u64> {
+    key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
+}
+
 /// `1724502896789123` from `.../manifests/1724502896789123.json`.
 pub fn micros_of(key: &str) -> Option<i64> {
     key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
@@ -237,6 +249,8 @@ mod tests {
             "_backup/a/files/ab/abcdef.zst"
         );
         assert_eq!(Folder::Files.key("a"), "_backup/a/files");
+        assert_eq!(Object::Log(42).key("a"), "_backup/a/log/00000000000000000042.json");
+        assert_eq!(log_seq_of(&Object::Log(42).key("a")), Some(42));
         let verification = Object::Verification {
             backup: 7,
             verified: 9,

@@ -21,6 +21,7 @@ mod fetch;
 mod history;
 mod instance;
 pub mod layout;
+mod log;
 mod manifest;
 #[cfg(test)]
 mod manifest_fuzz_tests;
@@ -28,6 +29,9 @@ mod restore;
 mod retention;
 mod retry;
 mod run;
+mod ship;
+#[cfg(test)]
+mod ship_tests;
 mod store;
 mod throttle;
 mod transfer;
@@ -45,6 +49,7 @@ pub use error::{BackupError, Result};
 pub use history::{BackupRecord, Status, load_history, put_history};
 pub use instance::{INSTANCE_NAME_FILE, check_data_id, instance_name};
 pub use layout::{Codec, HistoryEvent};
+pub use log::{LOG_FORMAT_VERSION, LogBase, LogChange, LogObject, Window, window};
 pub use manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 pub use restore::{
     OnProgress, PartitionFilter, PercentSteps, RestoreReport, TableRequest, restore_database, restore_table,
@@ -53,6 +58,7 @@ pub use retention::{
     CleanupPlan, CleanupReport, KeptBy, Retention, cleanup, complete_backups, plan_cleanup, plan_drop, read_manifest,
 };
 pub use run::{BackupJob, Estimate, Outcome, Progress, backup_and_cleanup, estimate, new_record, run_backup};
+pub use ship::{Shipped, Shipper};
 pub use store::{Flush, OpCounts, Store};
 pub use throttle::Limits;
 pub use transfer::{Concurrency, MAX_PARTS};

@@ -39,6 +39,11 @@ pub struct Manifest {
     /// `2024-08-24T12:34:56.789123Z`
     pub backup_timestamp: String,
     pub backup_micros: i64,
+    /// The instant of the snapshot backed up: every change published before
+    /// it is in the backup, none after (absent in manifests written before
+    /// commit shipping: then `backup_micros`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_micros: Option<i64>,
     pub tables: Vec<TableEntry>,
 }
 
@@ -49,6 +54,11 @@ impl Manifest {
 
     pub fn bytes(&self) -> u64 {
         self.tables.iter().flat_map(|t| &t.files).map(|f| f.file.bytes).sum()
+    }
+
+    /// See [`Manifest::snapshot_micros`].
+    pub fn snapshot_instant(&self) -> i64 {
+        self.snapshot_micros.unwrap_or(self.backup_micros)
     }
 
     /// Parses and checks a manifest; any problem is an error naming `key`.
@@ -74,19 +84,28 @@ impl Manifest {
                 return Err(bad(format!("table '{}' appears twice", t.meta.name)));
             }
             for f in &t.files {
-                f.file.check_location(&t.meta.name).map_err(|e| bad(e.to_string()))?;
-                if f.file.hash.len() != 64 || !f.file.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad(format!("file hash '{}' is not a blake3 hex digest", f.file.hash)));
-                }
-                let expected = crate::layout::object_name(&f.file.hash, f.codec, f.encrypted);
-                if f.object != expected {
-                    return Err(bad(format!(
-                        "object '{}' does not match hash {}",
-                        f.object, f.file.hash
-                    )));
-                }
+                f.check(&t.meta.name).map_err(bad)?;
             }
         }
         Ok(m)
+    }
+}
+
+impl BackedUpFile {
+    /// Refuses a record whose path leaves its table's folder or whose object is
+    /// not the one its hash names.
+    pub(crate) fn check(&self, table: &str) -> std::result::Result<(), String> {
+        self.file.check_location(table).map_err(|e| e.to_string())?;
+        if self.file.hash.len() != 64 || !self.file.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("file hash '{}' is not a blake3 hex digest", self.file.hash));
+        }
+        let expected = crate::layout::object_name(&self.file.hash, self.codec, self.encrypted);
+        if self.object != expected {
+            return Err(format!(
+                "object '{}' does not match hash {}",
+                self.object, self.file.hash
+            ));
+        }
+        Ok(())
     }
 }

@@ -34,12 +34,20 @@ pub struct CleanupPlan {
     /// History records older than this go too (those of failed backups among
     /// them), except those of kept backups.
     history_before: i64,
+    grace_micros: i64,
 }
 
 impl CleanupPlan {
     /// Whether the history record of the backup at `micros` goes.
     pub fn deletes_history(&self, micros: i64) -> bool {
         self.doomed.contains(&micros) || (micros < self.history_before && !self.keep.contains(&micros))
+    }
+
+    /// Deletes no data object written in the last `grace_micros`: commit
+    /// shipping uploads a commit's files before the log object that names
+    /// them, and a cleanup in between must not take them for garbage.
+    pub fn sparing_new_objects(self, grace_micros: i64) -> Self {
+        Self { grace_micros, ..self }
     }
 }
 
@@ -61,6 +69,9 @@ pub struct Retention {
     pub monthly: usize,
     /// The time zone days, weeks and months are counted in (`backup.schedule.tz`).
     pub tz: chrono_tz::Tz,
+    /// Data objects written this recently are never deleted (see
+    /// [`CleanupPlan::sparing_new_objects`]).
+    pub new_object_grace_micros: i64,
 }
 
 impl Default for Retention {
@@ -71,6 +82,7 @@ impl Default for Retention {
             weekly: 0,
             monthly: 0,
             tz: chrono_tz::UTC,
+            new_object_grace_micros: 0,
         }
     }
 }
@@ -141,6 +153,7 @@ impl Retention {
             keep: keep.into_iter().map(|(m, _)| *m).collect(),
             doomed: doomed.into_iter().map(|(m, _)| *m).collect(),
             history_before: complete[latest - 1],
+            grace_micros: self.new_object_grace_micros,
         })
     }
 }
@@ -221,19 +234,26 @@ pub async fn plan_drop(store: &Store, instance: &str, micros: i64) -> Result<Cle
         keep: backups.into_iter().filter(|m| *m != micros).collect(),
         doomed: vec![micros],
         history_before: i64::MIN,
+        grace_micros: 0,
     })
 }
 
 /// Deletes what `plan` names: the old manifests first (from then on those
-/// backups no longer exist), their history and verification records, then
-/// unreferenced objects.
+/// backups no longer exist), their history and verification records, the
+/// commit log before the oldest kept backup, then unreferenced objects.
 pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let mut referenced = HashSet::new();
+    let mut oldest_kept = i64::MAX;
+    // Listed before the log is read: an object a shipper puts up after this is not a candidate.
+    let listed_files = store.list(instance, Folder::Files).await?;
+    let started = chrono::Utc::now().timestamp_micros();
     for micros in &plan.keep {
         let m = read_manifest(store, instance, *micros).await?;
+        oldest_kept = oldest_kept.min(m.snapshot_instant());
         referenced.extend(m.tables.into_iter().flat_map(|t| t.files.into_iter().map(|f| f.object)));
     }
+    referenced.extend(crate::log::trim(store, instance, oldest_kept).await?);
     for micros in &plan.doomed {
         store.delete(instance, Object::Manifest(*micros)).await?;
         report.manifests_deleted += 1;
@@ -252,8 +272,8 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
             store.delete(instance, object).await?;
         }
     }
-    for listed in store.list(instance, Folder::Files).await? {
-        if !referenced.contains(&listed.name) {
+    for listed in listed_files {
+        if !referenced.contains(&listed.name) && listed.modified < started.saturating_sub(plan.grace_micros) {
             store.delete(instance, Object::File(&listed.name)).await?;
             report.objects_deleted += 1;
             report.bytes_deleted += listed.size;

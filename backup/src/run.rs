@@ -77,7 +77,7 @@ pub fn new_record(job: &BackupJob, now_micros: i64) -> BackupRecord {
 }
 
 /// Object names (relative to the instance folder) already in the store, with their sizes.
-async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<String, u64>> {
+pub(crate) async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<String, u64>> {
     Ok(store
         .list(instance, Folder::Files)
         .await?
@@ -90,7 +90,7 @@ async fn existing_objects(store: &Store, instance: &str) -> Result<HashMap<Strin
 /// as (name, codec, stored bytes). An empty object for a non-empty file is not
 /// one: that is what a local disk leaves of a file whose data never reached it
 /// (power loss before a flush), so the file goes up again.
-fn stored_object(
+pub(crate) fn stored_object(
     existing: &HashMap<String, u64>,
     file: &storage::DataFile,
     encrypted: bool,
@@ -104,7 +104,7 @@ fn stored_object(
 
 /// The objects `file` may be stored as that a power loss left empty (see
 /// [`stored_object`]).
-fn torn_objects(existing: &HashMap<String, u64>, file: &storage::DataFile, encrypted: bool) -> Vec<String> {
+pub(crate) fn torn_objects(existing: &HashMap<String, u64>, file: &storage::DataFile, encrypted: bool) -> Vec<String> {
     [Codec::Zst, Codec::Raw]
         .into_iter()
         .map(|codec| object_name(&file.hash, codec, encrypted))
@@ -234,30 +234,8 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
         data_id: job.data_id.clone(),
         backup_timestamp: format_timestamp(job.backup_micros),
         backup_micros: job.backup_micros,
-        tables: job
-            .snapshot
-            .tables
-            .values()
-            .map(|t| TableEntry {
-                meta: t.meta.as_ref().clone(),
-                commit_version: t.commit.version,
-                files: t
-                    .commit
-                    .files
-                    .iter()
-                    .map(|f| {
-                        let (object, codec, stored) = objects[&f.hash].clone();
-                        BackedUpFile {
-                            file: f.clone(),
-                            object,
-                            codec,
-                            encrypted: job.store.encrypts(),
-                            stored_bytes: stored,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect(),
+        snapshot_micros: Some(job.snapshot.taken_at_micros),
+        tables: table_entries(&job.snapshot, &objects, job.store.encrypts()),
     };
     // Compact: with 100,000 files, indentation alone would be a third of the manifest.
     let bytes = serde_json::to_vec(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
@@ -267,6 +245,45 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
         .await?;
     job.store.make_durable().await?;
     Ok(manifest)
+}
+
+/// The manifest's record of every table in `snapshot`, its files stored as
+/// `objects` (by hash: object, codec, stored bytes).
+pub(crate) fn table_entries(
+    snapshot: &Snapshot,
+    objects: &HashMap<String, (String, Codec, u64)>,
+    encrypted: bool,
+) -> Vec<TableEntry> {
+    snapshot
+        .tables
+        .values()
+        .map(|t| TableEntry {
+            meta: t.meta.as_ref().clone(),
+            commit_version: t.commit.version,
+            files: t
+                .commit
+                .files
+                .iter()
+                .map(|f| backed_up(f, objects, encrypted))
+                .collect(),
+        })
+        .collect()
+}
+
+/// `file` as stored in `objects` (which holds its hash).
+pub(crate) fn backed_up(
+    file: &storage::DataFile,
+    objects: &HashMap<String, (String, Codec, u64)>,
+    encrypted: bool,
+) -> BackedUpFile {
+    let (object, codec, stored) = objects[&file.hash].clone();
+    BackedUpFile {
+        file: file.clone(),
+        object,
+        codec,
+        encrypted,
+        stored_bytes: stored,
+    }
 }
 
 /// How a backup ended: its final record (also in the store's history) and,

@@ -80,6 +80,8 @@ enum Created {
 pub(crate) struct Listed {
     pub(crate) name: String,
     pub(crate) size: u64,
+    /// When the object was written (micros).
+    pub(crate) modified: i64,
 }
 
 /// Makes a local store's writes durable. An object store such as S3 has made a
@@ -560,6 +562,20 @@ impl Store {
         Ok(Body::Pieces(first.chain(later).boxed()))
     }
 
+    /// The stored size of an object, or `None` when the store does not hold it
+    /// (counted as a GET: a HEAD costs about the same).
+    pub(crate) async fn size_of(&self, instance: &str, object: Object<'_>) -> Result<Option<u64>> {
+        let key = self.key_of(instance, object);
+        self.retrying(&format!("looking up {key}"), &self.counts.gets, || async {
+            match self.inner.head(&key).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(store_err(format!("looking up {key}"))(e)),
+            }
+        })
+        .await
+    }
+
     /// Deletes an object; one already gone counts as deleted (a retry after a
     /// lost answer must not fail).
     pub(crate) async fn delete(&self, instance: &str, object: Object<'_>) -> Result<()> {
@@ -586,7 +602,7 @@ impl Store {
         let dir = self.key(&folder.key(instance));
         let metas = match folder {
             Folder::Files => self.list_sharded(&dir).await?,
-            Folder::Manifests | Folder::History | Folder::Verifications => self.list_prefix(&dir).await?,
+            Folder::Manifests | Folder::History | Folder::Verifications | Folder::Log => self.list_prefix(&dir).await?,
         };
         let base_len = self.key(&instance_dir(instance)).as_ref().len() + 1;
         Ok(metas
@@ -594,6 +610,7 @@ impl Store {
             .map(|m| Listed {
                 name: m.location.as_ref().get(base_len..).unwrap_or_default().to_string(),
                 size: m.size,
+                modified: m.last_modified.timestamp_micros(),
             })
             .collect())
     }

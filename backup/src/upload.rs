@@ -18,7 +18,7 @@ use crate::throttle::Limits;
 use crate::transfer::Piece;
 
 /// Files up to this size are read, compressed and stored whole.
-const WHOLE_FILE_MAX: u64 = 8 << 20;
+pub(crate) const WHOLE_FILE_MAX: u64 = 8 << 20;
 /// Bytes read from a streamed file at a time.
 const READ_CHUNK: usize = 1 << 20;
 /// Pieces waiting between the reading thread and the upload.

@@ -263,7 +263,9 @@ impl Backups {
             )
         })?;
         let micros = backup::parse_backup_timestamp(timestamp)?;
-        let plan = backup::plan_drop(&store, &self.instance, micros).await?;
+        let plan = backup::plan_drop(&store, &self.instance, micros)
+            .await?
+            .sparing_new_objects(self.settings.retention.new_object_grace_micros);
         let report = backup::cleanup(&store, &self.instance, &plan).await?;
         lock(&self.history).retain(|r| r.backup_micros != micros);
         tracing::info!(

@@ -86,6 +86,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "backup.max.bandwidth.mb",
     "backup.encryption.key",
     "backup.encryption.key.file",
+    "replication.role",
+    "replication.object.store",
+    "replication.primary.throttle.window.duration",
 ];
 
 /// Raw key/value pairs plus their origin.
@@ -382,8 +385,53 @@ pub struct Settings {
     pub housekeeping: HousekeepingSettings,
     pub checkpoint: CheckpointLimits,
     pub backup: BackupSettings,
+    pub replication: ReplicationSettings,
     /// The HTTP server for `/status` and `/metrics`; `None` when neither is enabled.
     pub http: Option<HttpSettings>,
+}
+
+/// `replication.*`: commit shipping (QuestDB Enterprise's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    /// `replication.role=primary`: every commit goes to the store within the window.
+    pub primary: bool,
+    /// `replication.object.store`; `None`: the backup store.
+    pub object_store: Option<Secret>,
+    /// `replication.primary.throttle.window.duration` (ms): the longest a commit waits to be shipped.
+    pub window: Duration,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        Self {
+            primary: false,
+            object_store: None,
+            window: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// How long a cleanup spares new data objects while commits are shipped: a
+/// shipper uploads a commit's files before the log object naming them.
+const SHIPPED_OBJECT_GRACE: Duration = Duration::from_secs(3600);
+
+fn replication(p: &Properties) -> Result<ReplicationSettings, ConfigError> {
+    let primary = match p.get("replication.role").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("none") => false,
+        Some("primary") => true,
+        Some(other) => {
+            return Err(p.invalid(
+                "replication.role",
+                format!("'{other}' is not a role; use none or primary (read replicas are not supported yet)"),
+            ));
+        }
+    };
+    let window = p.number("replication.primary.throttle.window.duration", 10, 3_600_000)?;
+    Ok(ReplicationSettings {
+        primary,
+        object_store: p.get("replication.object.store").map(Secret::new),
+        window: window.map_or(ReplicationSettings::default().window, Duration::from_millis),
+    })
 }
 
 /// `pg.readonly.user` and its password, when `pg.readonly.user.enabled`.
@@ -468,8 +516,19 @@ impl Settings {
                 verify_schedule: schedule(p, "backup.verify.schedule.cron")?,
                 encryption: encryption(p)?,
             },
+            replication: replication(p)?,
             http: http(p)?,
-        })
+        }
+        .sparing_shipped_objects())
+    }
+
+    /// While commits are shipped, a backup's cleanup must not delete the
+    /// objects of a commit whose log object is not written yet.
+    fn sparing_shipped_objects(mut self) -> Self {
+        if self.replication.primary {
+            self.backup.retention.new_object_grace_micros = SHIPPED_OBJECT_GRACE.as_micros() as i64;
+        }
+        self
     }
 }
 
@@ -546,6 +605,7 @@ fn retention(p: &Properties) -> Result<backup::Retention, ConfigError> {
         weekly: count("backup.cleanup.keep.weekly.n", 0)?.unwrap_or(0),
         monthly: count("backup.cleanup.keep.monthly.n", 0)?.unwrap_or(0),
         tz: time_zone(p)?,
+        new_object_grace_micros: 0,
     })
 }
 

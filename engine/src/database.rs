@@ -18,7 +18,8 @@ use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK};
 use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
-use crate::functions::{BackupsFunction, CheckpointStatusFunction};
+use crate::functions::{BackupsFunction, CheckpointStatusFunction, ReplicationStatusFunction};
+use crate::replication::{Replication, ReplicationStatus};
 use crate::startup::PendingRestore;
 
 /// DataFusion catalog and schema names our tables live in.
@@ -29,6 +30,7 @@ pub struct Database {
     storage: Arc<Storage>,
     checkpoints: Arc<Checkpoints>,
     backups: Arc<Backups>,
+    replication: Arc<Replication>,
     ctx: Arc<SessionContext>,
     settings: Settings,
     cancel: CancellationToken,
@@ -53,10 +55,13 @@ impl Database {
         let root = absolute_root(root)?;
         let hk = settings.housekeeping.clone();
         let pending = crate::startup::prepare(&root, &settings.backup).await?;
-        let (storage, record) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let shipping = settings.replication.clone();
+        let (storage, record, replication) = tokio::task::spawn_blocking(move || -> Result<_> {
             let record = storage::read_checkpoint(&root)?;
             let storage = Storage::open(&root, clock, hk, record.as_ref().map(|r| &r.snapshot))?;
-            Ok((storage, record))
+            // Before anything commits: every change from now on must be journaled.
+            let replication = Replication::open(storage.clone(), &shipping)?;
+            Ok((storage, record, replication))
         })
         .await??;
         let mut tasks = Vec::new();
@@ -67,11 +72,30 @@ impl Database {
         let checkpoints = Arc::new(Checkpoints::new(storage.clone(), settings.checkpoint, record));
         let cancel = CancellationToken::new();
         let backups = Arc::new(Backups::open(storage.clone(), settings.backup.clone(), cancel.clone()).await?);
-        let ctx = Arc::new(session_context(storage.clone(), checkpoints.clone(), backups.clone())?);
+        let ctx = Arc::new(session_context(
+            storage.clone(),
+            checkpoints.clone(),
+            backups.clone(),
+            replication.clone(),
+        )?);
+        if settings.replication.primary {
+            let conn = match &settings.replication.object_store {
+                Some(c) => c.expose().to_string(),
+                None => settings.backup.store_connection(storage.root()),
+            };
+            let store = settings.backup.open_store(&conn, settings.backup.encryption.clone())?;
+            tasks.push(tokio::spawn(replication.clone().run(
+                store,
+                settings.backup.clone(),
+                settings.replication.window,
+                cancel.clone(),
+            )));
+        }
         let db = Arc::new(Self {
             storage,
             checkpoints,
             backups,
+            replication,
             ctx,
             settings,
             cancel,
@@ -200,6 +224,11 @@ impl Database {
         Ok(released)
     }
 
+    /// How commit shipping goes (`replication_status()`).
+    pub fn replication_status(&self) -> ReplicationStatus {
+        self.replication.status()
+    }
+
     pub fn checkpoint_status(&self) -> CheckpointStatus {
         self.checkpoints.status()
     }
@@ -326,6 +355,7 @@ fn session_context(
     storage: Arc<Storage>,
     checkpoints: Arc<Checkpoints>,
     backups: Arc<Backups>,
+    replication: Arc<Replication>,
 ) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -339,6 +369,7 @@ fn session_context(
     catalog.register_schema(SCHEMA, Arc::new(StrataSchema::new(storage)))?;
     ctx.register_udtf("checkpoint_status", Arc::new(CheckpointStatusFunction(checkpoints)));
     ctx.register_udtf("backups", Arc::new(BackupsFunction(backups)));
+    ctx.register_udtf("replication_status", Arc::new(ReplicationStatusFunction(replication)));
     Ok(ctx)
 }
 

@@ -1,4 +1,4 @@
-//! Table functions for monitoring: `checkpoint_status()` and `backups()`.
+//! Table functions for monitoring: `checkpoint_status()`, `backups()` and `replication_status()`.
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -10,6 +10,7 @@ use datafusion::common::{Result as DfResult, plan_err};
 
 use crate::backups::Backups;
 use crate::checkpoint::Checkpoints;
+use crate::replication::Replication;
 
 /// `SELECT * FROM checkpoint_status()`: one row, in_progress / started_at / pinned_bytes.
 #[derive(Debug)]
@@ -135,6 +136,47 @@ impl TableFunctionImpl for BackupsFunction {
                     .map(|v| v.as_ref().map(|v| v.status.as_str()))
                     .collect::<Vec<_>>(),
             )),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}
+
+/// `SELECT * FROM replication_status()`: one row on commit shipping.
+#[derive(Debug)]
+pub(crate) struct ReplicationStatusFunction(pub(crate) Arc<Replication>);
+
+impl TableFunctionImpl for ReplicationStatusFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        if !args.exprs().is_empty() {
+            return plan_err!("replication_status() takes no arguments");
+        }
+        let s = self.0.status();
+        let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("role", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("last_shipped_ts", ts(), true),
+            Field::new("lag_ms", DataType::Int64, false),
+            Field::new("pending_commits", DataType::Int64, false),
+            Field::new("window_start", ts(), true),
+            Field::new("window_end", ts(), true),
+            Field::new("last_error", DataType::Utf8, true),
+        ]));
+        let instant = |micros: Option<i64>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(vec![micros]).with_timezone("UTC"))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![s.role])),
+            Arc::new(StringArray::from(vec![s.state])),
+            instant(s.last_shipped_micros),
+            Arc::new(Int64Array::from(vec![s.lag_ms])),
+            Arc::new(Int64Array::from(vec![
+                i64::try_from(s.pending_commits).unwrap_or(i64::MAX),
+            ])),
+            instant(s.window.map(|w| w.start)),
+            instant(s.window.map(|w| w.end)),
+            Arc::new(StringArray::from(vec![s.last_error])),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))

@@ -5,7 +5,7 @@
 //! commit), COPY parsing, checkpoint mode, startup (the `_restore` and
 //! `_backup_restore` triggers, in `startup.rs`), online table restore and
 //! verification (through `backup`), and background work (housekeeping, the
-//! checkpoint watchdog, backups on idle-class threads), and the figures for
+//! checkpoint watchdog, backups on idle-class threads, commit shipping), and the figures for
 //! health checks and Prometheus (`metrics.rs`).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
@@ -23,16 +23,18 @@ mod functions;
 mod metrics;
 mod provider;
 mod pruning;
+mod replication;
 mod startup;
 mod verifications;
 
 pub use checkpoint::CheckpointStatus;
 pub use config::{
-    BackupSettings, CheckpointLimits, ConfigError, HttpSettings, Properties, ReadonlyUser, Schedule, Secret, Settings,
-    TlsFiles,
+    BackupSettings, CheckpointLimits, ConfigError, HttpSettings, Properties, ReadonlyUser, ReplicationSettings,
+    Schedule, Secret, Settings, TlsFiles,
 };
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};
 pub use provider::StrataTable;
+pub use replication::ReplicationStatus;
 pub use startup::{BACKUP_RESTORE_KEYS, BACKUP_RESTORE_TRIGGER, RESTORE_TRIGGER};

@@ -152,7 +152,9 @@ pub fn rollback_to_checkpoint(root: &Path, record: &CheckpointRecord) -> Result<
             }
         }
     }
-    // 2. apply.
+    // 2. apply. The tables go back in time, so the journal no longer
+    // continues any shipped log: the next shipping starts from a full state.
+    crate::journal::discard(&db)?;
     let mut report = RollbackReport::default();
     create_dir_durable(&trash)?;
     for entry in std::fs::read_dir(&db)

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::atomic::{create_dir_durable, fsync_dir, sync_filesystem, write_atomic};
 use crate::commit::{COMMIT_FORMAT_VERSION, Commit, DataFile};
 use crate::error::{IoContext, Result, StorageError};
+use crate::journal::{ChangeKind, JournalEntry};
 use crate::meta::TableMeta;
 use crate::paths::{COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, check_rel_path, db_dir};
 use crate::storage::{Storage, write_meta};
@@ -174,9 +175,20 @@ impl Storage {
                 }
                 build.make_files_durable()?;
                 build.seal(1)?;
-                std::fs::rename(&build.dir, &dir)
-                    .ctx(|| format!("renaming {} to {}", build.dir.display(), dir.display()))?;
-                fsync_dir(self.db_dir())?;
+                self.shared().published().record(
+                    self.clock().as_ref(),
+                    |micros| JournalEntry {
+                        meta: Some(build.meta.clone()),
+                        added: build.files.clone(),
+                        ..JournalEntry::new(micros, &name, ChangeKind::Create, 1)
+                    },
+                    &build.dir,
+                    || {
+                        std::fs::rename(&build.dir, &dir)
+                            .ctx(|| format!("renaming {} to {}", build.dir.display(), dir.display()))?;
+                        fsync_dir(self.db_dir())
+                    },
+                )?;
                 let commit = Commit::read(&dir.join(COMMIT_FILE))?;
                 let table = Arc::new(Table::new(build.meta.clone(), dir, commit, self.shared()));
                 tables.insert(name, table.clone());

@@ -10,6 +10,9 @@
 //! (temp file, fsync, rename, fsync the directory), so a crash leaves the
 //! last committed state readable. Consistent [`Snapshot`]s of all tables can
 //! be pinned: housekeeping never deletes a pinned file, and can be paused.
+//! With commit shipping on, every change is also journaled in `db/.journal/`
+//! until shipped (see `journal.rs`); changes and snapshots are totally ordered
+//! by their instants (micros).
 //!
 //! This crate knows nothing of SQL, DataFusion, the wire protocol or backups.
 
@@ -21,6 +24,7 @@ mod error;
 mod gate;
 mod housekeeping;
 mod install;
+mod journal;
 mod meta;
 mod partition;
 mod paths;
@@ -43,6 +47,7 @@ pub use install::{
     RestoreState, TableBuild, UNSYNCED_MARKER, UnsyncedRestore, available_space, check_data_file, check_restorable,
     clear_restore_markers, restore_state,
 };
+pub use journal::{ChangeKind, JournalEntry};
 pub use meta::{Column, ColumnType, SYMBOL_METADATA_KEY, TableMeta};
 pub use partition::PartitionBy;
 pub use paths::{db_dir, validate_table_name};

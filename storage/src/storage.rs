@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::commit::Commit;
 use crate::error::{IoContext, Result, StorageError};
 use crate::housekeeping::HousekeepingSettings;
+use crate::journal::{ChangeKind, Journal, JournalEntry};
 use crate::meta::TableMeta;
 use crate::paths::{
     COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name,
@@ -49,7 +50,7 @@ impl Storage {
         let db = db_dir(root);
         create_dir_durable(&db)?;
         let data_id = load_or_create_data_id(&db)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(clock.clone()));
         let mut tables = BTreeMap::new();
         for entry in std::fs::read_dir(&db).ctx(|| format!("listing {}", db.display()))? {
             let entry = entry.ctx(|| format!("listing {}", db.display()))?;
@@ -165,8 +166,19 @@ impl Storage {
         create_dir_durable(&staging)?;
         write_meta(&staging.join(META_FILE), &meta)?;
         Commit::empty().write(&staging.join(COMMIT_FILE))?;
-        std::fs::rename(&staging, &dir).ctx(|| format!("renaming {} to {}", staging.display(), dir.display()))?;
-        fsync_dir(&self.db_dir)?;
+        self.shared.published().record(
+            self.clock.as_ref(),
+            |micros| JournalEntry {
+                meta: Some(meta.clone()),
+                ..JournalEntry::new(micros, &meta.name, ChangeKind::Create, 0)
+            },
+            &staging,
+            || {
+                std::fs::rename(&staging, &dir)
+                    .ctx(|| format!("renaming {} to {}", staging.display(), dir.display()))?;
+                fsync_dir(&self.db_dir)
+            },
+        )?;
         let table = Arc::new(Table::new(meta.clone(), dir, Commit::empty(), self.shared.clone()));
         tables.insert(meta.name.clone(), table.clone());
         Ok(table)
@@ -189,16 +201,23 @@ impl Storage {
         };
         table.mark_dropped();
         let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
-        if pins.is_empty() {
-            let trash = self.db_dir.join(TRASH_DIR);
-            create_dir_durable(&trash)?;
-            move_to_trash(table.dir(), &trash, name)?;
-            fsync_dir(&self.db_dir)?;
-        } else {
-            let marker = table.dir().join(DROPPED_MARKER);
-            write_durable(&marker, b"")?;
-            fsync_dir(table.dir())?;
-        }
+        self.shared.published().record(
+            self.clock.as_ref(),
+            |micros| JournalEntry::new(micros, name, ChangeKind::Drop, 0),
+            table.dir(),
+            || {
+                if pins.is_empty() {
+                    let trash = self.db_dir.join(TRASH_DIR);
+                    create_dir_durable(&trash)?;
+                    move_to_trash(table.dir(), &trash, name)?;
+                    fsync_dir(&self.db_dir)
+                } else {
+                    let marker = table.dir().join(DROPPED_MARKER);
+                    write_durable(&marker, b"")?;
+                    fsync_dir(table.dir())
+                }
+            },
+        )?;
         tables.remove(name);
         Ok(true)
     }
@@ -227,9 +246,10 @@ impl Storage {
     /// The committed state of every table at one instant.
     pub fn snapshot(&self) -> Snapshot {
         let tables = self.read_tables();
-        let _p = self.shared.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = self.shared.published();
         Snapshot {
-            taken_at_micros: self.clock.now_micros(),
+            // Every change published before has a smaller instant, every later one a larger.
+            taken_at_micros: published.tick(self.clock.as_ref()),
             tables: tables
                 .iter()
                 .map(|(name, t)| {
@@ -273,6 +293,71 @@ impl Storage {
 
     pub fn housekeeping_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst) > 0
+    }
+
+    /// Journals every change from now on, for commit shipping (see `journal.rs`):
+    /// loads the entries not yet shipped, dropping that of a change a crash cut
+    /// short. Call before the database takes changes.
+    pub fn enable_journal(&self) -> Result<()> {
+        let versions = self
+            .read_tables()
+            .iter()
+            .map(|(name, t)| (name.clone(), t.commit().version))
+            .collect();
+        let journal = Journal::open(&self.db_dir, &versions)?;
+        let mut published = self.shared.published();
+        if let Some(newest) = journal.newest() {
+            published.tick_after(newest);
+        }
+        published.journal = Some(journal);
+        Ok(())
+    }
+
+    /// Removes a journal left from when commits were shipped: with shipping
+    /// off, changes are not journaled, so it no longer continues any log.
+    pub fn discard_journal(&self) -> Result<()> {
+        crate::journal::discard(&self.db_dir)
+    }
+
+    /// The journaled changes not yet shipped, oldest first (empty without a journal).
+    pub fn journal_pending(&self) -> Vec<JournalEntry> {
+        self.shared
+            .published()
+            .journal
+            .as_ref()
+            .map(Journal::pending)
+            .unwrap_or_default()
+    }
+
+    /// How many journaled changes wait to be shipped, and the instant of the oldest.
+    pub fn journal_backlog(&self) -> (usize, Option<i64>) {
+        match self.shared.published().journal.as_ref() {
+            Some(j) => j.backlog(),
+            None => (0, None),
+        }
+    }
+
+    /// Whether the journal continues, without a gap, a log whose last shipped
+    /// change was published at `micros`.
+    pub fn journal_continues(&self, micros: i64) -> bool {
+        self.shared
+            .published()
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.continues(micros))
+    }
+
+    /// Where the file with `hash` that a pending entry adds can be read.
+    pub fn journal_file(&self, hash: &str) -> Option<PathBuf> {
+        self.shared.published().journal.as_ref().map(|j| j.file(hash))
+    }
+
+    /// Records that every journaled change up to `micros` is in the store.
+    pub fn journal_shipped(&self, micros: i64) -> Result<()> {
+        match self.shared.published().journal.as_mut() {
+            Some(journal) => journal.shipped(micros),
+            None => Ok(()),
+        }
     }
 }
 

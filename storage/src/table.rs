@@ -3,8 +3,10 @@
 //! Every change follows the same steps:
 //! 1. write new data files (fsynced) — invisible, since no commit names them;
 //! 2. under the table's write lock, build the successor commit record;
-//! 3. under the storage-wide publish lock, atomically replace `_commit.json`
-//!    and swap the in-memory commit, so snapshots see disk and memory agree.
+//! 3. under the storage-wide publish lock, take the commit's instant, write
+//!    its journal entry (when commits are shipped), atomically replace
+//!    `_commit.json` and swap the in-memory commit, so snapshots see disk and
+//!    memory agree.
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
+use crate::clock::Clock;
 use crate::commit::{Commit, DataFile};
 use crate::error::{Result, StorageError};
 use crate::gate::WriteGate;
+use crate::journal::{Journal, JournalEntry};
 use crate::meta::TableMeta;
 use crate::paths::COMMIT_FILE;
 use crate::writer::{conform, new_data_file_rel, split_by_partition, write_data_file};
@@ -24,12 +28,76 @@ use crate::writer::{conform, new_data_file_rel, split_by_partition, write_data_f
 const ROWS_PER_FILE: usize = 1_000_000;
 
 /// State shared by all tables of one storage.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
-    /// Held while a commit record is replaced; snapshots take it to see one instant.
-    pub(crate) publish: Mutex<()>,
+    /// Held while a change is published; snapshots take it to see one instant.
+    pub(crate) publish: Mutex<Published>,
     /// Commits wait here while a restored database is not yet durable.
     pub(crate) writes: WriteGate,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Shared {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            publish: Mutex::new(Published::default()),
+            writes: WriteGate::default(),
+            clock,
+        }
+    }
+
+    pub(crate) fn published(&self) -> MutexGuard<'_, Published> {
+        lock(&self.publish)
+    }
+}
+
+/// What the publish lock guards: the instants of changes and snapshots, and the journal.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    last_micros: i64,
+    pub(crate) journal: Option<Journal>,
+}
+
+impl Published {
+    /// The next instant: the clock's, but always after the last one handed
+    /// out, so changes and snapshots are totally ordered by their micros.
+    pub(crate) fn tick(&mut self, clock: &dyn Clock) -> i64 {
+        self.last_micros = clock.now_micros().max(self.last_micros.saturating_add(1));
+        self.last_micros
+    }
+
+    /// Keeps later instants after `micros` (the newest a journal holds).
+    pub(crate) fn tick_after(&mut self, micros: i64) {
+        self.last_micros = self.last_micros.max(micros);
+    }
+
+    /// Publishes one change at the next instant: its journal entry (built by
+    /// `entry`, its added files in `dir`) is made durable first, then `apply`
+    /// runs; the entry is pending only if `apply` succeeds.
+    pub(crate) fn record<T>(
+        &mut self,
+        clock: &dyn Clock,
+        entry: impl FnOnce(i64) -> JournalEntry,
+        dir: &Path,
+        apply: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let micros = self.tick(clock);
+        let Some(journal) = self.journal.as_mut() else {
+            return apply();
+        };
+        let entry = entry(micros);
+        journal.write(&entry, dir)?;
+        match apply() {
+            Ok(t) => {
+                journal.push(entry);
+                Ok(t)
+            }
+            Err(e) => {
+                journal.unwrite(&entry);
+                Err(e)
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -161,9 +229,16 @@ impl Table {
         }
         let current = self.commit();
         let next = Arc::new(current.next(f(&current)?));
-        let _p = lock(&self.shared.publish);
-        next.write(&self.dir.join(COMMIT_FILE))?;
-        *self.commit.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        self.shared.published().record(
+            self.shared.clock.as_ref(),
+            |micros| JournalEntry::commit(micros, self.name(), &current, &next),
+            &self.dir,
+            || {
+                next.write(&self.dir.join(COMMIT_FILE))?;
+                *self.commit.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+                Ok(())
+            },
+        )?;
         Ok(next)
     }
 

@@ -426,3 +426,60 @@ fn a_restored_database_is_marked_unsynced_until_made_durable_and_can_be_discarde
     assert!(matches!(restore_state(root.path()), RestoreState::Failed { .. }));
     assert!(check_restorable(root.path()).is_err());
 }
+
+#[test]
+fn the_journal_keeps_every_change_and_its_files_until_shipped_and_forgets_one_never_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let s = open(dir.path(), clock.clone(), 100);
+    s.enable_journal().unwrap();
+    let t = s.create_table(meta(), false).unwrap();
+    t.append(&[rows(&[DAY, DAY + 1])]).unwrap();
+    t.truncate().unwrap();
+    let pending = s.journal_pending();
+    let kinds: Vec<ChangeKind> = pending.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [ChangeKind::Create, ChangeKind::Commit, ChangeKind::Commit]);
+    // The clock stood still: instants still grow, one micro apart.
+    assert!(pending.windows(2).all(|w| w[0].micros < w[1].micros));
+    let added = pending[1].added[0].clone();
+    assert_eq!(pending[2].removed, [added.path.clone()]);
+    // Housekeeping deletes the truncated file; the journal's link still holds its bytes.
+    s.housekeep().unwrap();
+    clock.0.store(1_000, Ordering::SeqCst);
+    s.housekeep().unwrap();
+    assert!(!t.dir().join(&added.path).exists());
+    let linked = s.journal_file(&added.hash).unwrap();
+    assert_eq!(std::fs::metadata(&linked).unwrap().len(), added.bytes);
+
+    // A crash after the entry of a commit was written but before the commit:
+    // the next start drops the entry.
+    let mut never = pending[2].clone();
+    never.micros += 10;
+    never.version += 1;
+    let journal = s.db_dir().join(".journal");
+    std::fs::write(
+        journal.join(format!("{:020}.json", never.micros)),
+        serde_json::to_vec(&never).unwrap(),
+    )
+    .unwrap();
+    drop((t, s));
+    let s = open(dir.path(), clock.clone(), 100);
+    s.enable_journal().unwrap();
+    assert_eq!(s.journal_pending(), pending);
+
+    // Shipped: the entries and links go, the newest stays as the anchor the
+    // shipper checks continuity against, also after a restart.
+    let last = pending[2].micros;
+    s.journal_shipped(last).unwrap();
+    assert!(s.journal_pending().is_empty());
+    assert!(!linked.exists());
+    assert!(s.journal_continues(last));
+    assert!(!s.journal_continues(pending[1].micros));
+    drop(s);
+    let s = open(dir.path(), clock, 100);
+    s.enable_journal().unwrap();
+    assert!(s.journal_continues(last));
+    // Shipping turned off: the journal goes, so it can never claim to continue a log.
+    s.discard_journal().unwrap();
+    assert!(!journal.exists());
+}
