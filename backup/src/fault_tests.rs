@@ -758,10 +758,11 @@ async fn a_backup_dropped_while_it_is_verified_is_reported_as_deleted_not_corrup
         timestamp: None,
     };
     let verification = tokio::spawn(async move { verify(&slow, &selector, None, &|_, _| {}).await });
-    // Finding the backup takes four operations (list the manifests and the
-    // commit log, read the manifest and the data id); the fifth is the first
-    // download, which then waits its second.
-    while faults.ops.load(Ordering::SeqCst) < 5 {
+    // Finding the backup takes six operations (list the instances, the
+    // manifests and the commit log, read the manifest and the data id, list the
+    // manifests to see it is a backup); the seventh is the first download,
+    // which then waits its second.
+    while faults.ops.load(Ordering::SeqCst) < 7 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let fast = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();

@@ -190,6 +190,11 @@ pub async fn verify(
     on_progress: OnProgress<'_>,
 ) -> Result<VerifyReport> {
     let manifest = locate(store, selector).await?;
+    let instance = manifest.instance.as_str();
+    // A state between backups (from the commit log) is no backup that could be deleted.
+    let is_backup = crate::retention::complete_backups(store, instance)
+        .await?
+        .contains(&manifest.backup_micros);
     let scratch = tempfile::tempdir().map_err(|e| BackupError::Other(format!("creating a scratch folder: {e}")))?;
     let mut seen = HashSet::new();
     let files: Vec<(String, BackedUpFile)> = manifest
@@ -201,7 +206,6 @@ pub async fn verify(
     let (count, bytes) = (files.len() as u64, manifest.bytes());
     let counter = Counter::new(files.iter().map(|(_, f)| f.file.bytes).sum(), on_progress);
     let scratch_dir = scratch.path();
-    let instance = manifest.instance.as_str();
     let checked: Vec<Result<Option<Problem>>> = futures::stream::iter(files.into_iter().map(|(table, f)| {
         let counter = &counter;
         async move {
@@ -243,9 +247,10 @@ pub async fn verify(
     // Missing objects of a backup retention or DROP BACKUP deleted meanwhile
     // (manifest first) are not corruption, and a verdict on a backup that no
     // longer exists is worth nothing.
-    if !crate::retention::complete_backups(store, instance)
-        .await?
-        .contains(&manifest.backup_micros)
+    if is_backup
+        && !crate::retention::complete_backups(store, instance)
+            .await?
+            .contains(&manifest.backup_micros)
     {
         return Err(BackupError::NotFound(format!(
             "backup {} was deleted while it was being verified",

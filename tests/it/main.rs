@@ -18,4 +18,5 @@ mod queries;
 mod readonly;
 mod restore;
 mod security;
+mod shipping;
 mod stores;
