@@ -24,10 +24,10 @@ const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UV
 const BUCKET: &str = "backups";
 
 /// A store server serving a temporary folder; killed on drop.
-struct StoreServer {
+pub(crate) struct StoreServer {
     child: Child,
     /// The connection string Strata uses.
-    conn: String,
+    pub(crate) conn: String,
     /// The secret inside `conn`, which must never be shown.
     secret: String,
     _dir: tempfile::TempDir,
@@ -91,7 +91,7 @@ fn serve(program: PathBuf, args: &[String], port: u16, what: &str) -> Child {
     child
 }
 
-fn s3() -> Option<StoreServer> {
+pub(crate) fn s3() -> Option<StoreServer> {
     let bin = tool("s3s-fs", "s3s-fs (an S3 server)")?;
     let dir = temp_root();
     std::fs::create_dir_all(dir.path().join(BUCKET)).unwrap();
