@@ -282,7 +282,12 @@ impl Database {
 
     /// Every metric in Prometheus' text format (`GET /metrics`).
     pub fn metrics(&self) -> Result<String> {
-        crate::metrics::render(&self.backups, &self.checkpoints, self.storage.clock().now_micros())
+        crate::metrics::render(
+            &self.backups,
+            &self.checkpoints,
+            &self.replication.status(),
+            self.storage.clock().now_micros(),
+        )
     }
 
     /// Whether commits are served now (`GET /status`).

@@ -1,12 +1,13 @@
 //! The server's figures in Prometheus' text format, computed when scraped: from
 //! the backup history (loaded from the store at start, so "last success" survives
-//! a restart), the checkpoint state and the store's operation counts.
+//! a restart), the checkpoint state, commit shipping and the store's operation counts.
 //! docs/operations.md lists every metric and ready alert rules.
 use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::backups::Backups;
 use crate::checkpoint::Checkpoints;
 use crate::error::{EngineError, Result};
+use crate::replication::ReplicationStatus;
 
 fn metric_err(e: prometheus::Error) -> EngineError {
     EngineError::Task(format!("metrics: {e}"))
@@ -34,7 +35,12 @@ fn seconds(micros: i64) -> f64 {
 }
 
 /// Every metric, in Prometheus' text exposition format.
-pub(crate) fn render(backups: &Backups, checkpoints: &Checkpoints, now_micros: i64) -> Result<String> {
+pub(crate) fn render(
+    backups: &Backups,
+    checkpoints: &Checkpoints,
+    replication: &ReplicationStatus,
+    now_micros: i64,
+) -> Result<String> {
     let s = Scrape(Registry::new());
     s.gauge(
         "strata_backup_running",
@@ -107,6 +113,31 @@ pub(crate) fn render(backups: &Backups, checkpoints: &Checkpoints, now_micros: i
         "Bytes of files only the open checkpoint still holds",
         checkpoint.pinned_bytes as f64,
     )?;
+    // Only while commits are shipped: alert on the lag and on failing.
+    if replication.role == "primary" {
+        s.gauge(
+            "strata_replication_lag_seconds",
+            "Age of the oldest commit not yet in the store (0 when caught up)",
+            replication.lag_ms as f64 / 1e3,
+        )?;
+        s.gauge(
+            "strata_replication_pending_commits",
+            "Commits waiting to be shipped",
+            replication.pending_commits as f64,
+        )?;
+        s.gauge(
+            "strata_replication_failing",
+            "1 while shipping to the store fails (see replication_status() last_error), else 0",
+            if replication.state == "failing" { 1.0 } else { 0.0 },
+        )?;
+        if let Some(last) = replication.last_shipped_micros {
+            s.gauge(
+                "strata_replication_last_shipped_timestamp_seconds",
+                "Commit time of the newest commit in the store (Unix time)",
+                seconds(last),
+            )?;
+        }
+    }
     if let Some(ops) = backups.store_counts() {
         let by_kind = IntCounterVec::new(
             Opts::new(

@@ -6,7 +6,7 @@ use crate::backup::store_opts;
 use crate::harness::{Options, Server, have_program, missing_tool, temp_root};
 
 /// `GET path` with curl: (status code, body).
-fn get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn get(port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}{path}")])
         .output()
@@ -17,13 +17,13 @@ fn get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `name` (with its labels, if any) in a scrape.
-fn sample(text: &str, name: &str) -> Option<String> {
+pub(crate) fn sample(text: &str, name: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
 }
 
 /// `promtool check metrics` accepts the scrape (Debian's prometheus package).
-fn promtool_accepts(text: &str) {
+pub(crate) fn promtool_accepts(text: &str) {
     use std::io::Write;
     let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])

@@ -133,7 +133,10 @@ fn restored(store: &Path, timestamp: Option<i64>) -> (tempfile::TempDir, Server)
 #[tokio::test(flavor = "multi_thread")]
 async fn shipped_commits_restore_any_instant_after_the_machine_is_lost() {
     let (root, store) = (temp_root(), temp_root());
-    let server = Server::start(root.path(), shipping(store.path()));
+    let metrics = shipping(store.path())
+        .conf("metrics.enabled", "true")
+        .conf("http.min.net.bind.to", "127.0.0.1:0");
+    let server = Server::start(root.path(), metrics);
     let c = server.connect().await;
     let mut acked = Vec::new();
     let mut run = async |sql: String| {
@@ -176,6 +179,25 @@ async fn shipped_commits_restore_any_instant_after_the_machine_is_lost() {
         status[5].is_some() && status[6].is_some() && status[7].is_none(),
         "{status:?}"
     );
+
+    if crate::harness::have_program("curl") {
+        let (_, text) = crate::ops::get(server.http_port.unwrap(), "/metrics");
+        crate::ops::promtool_accepts(&text);
+        assert_eq!(
+            crate::ops::sample(&text, "strata_replication_lag_seconds").as_deref(),
+            Some("0"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::ops::sample(&text, "strata_replication_failing").as_deref(),
+            Some("0"),
+            "{text}"
+        );
+        assert!(
+            crate::ops::sample(&text, "strata_replication_last_shipped_timestamp_seconds").is_some(),
+            "{text}"
+        );
+    }
 
     // Idle costs nothing: no object is written or touched while nothing commits.
     let quiet = store_listing(store.path());
@@ -389,4 +411,60 @@ async fn machine_loss_under_load_loses_nothing_older_than_the_window_on_a_local_
 async fn machine_loss_under_load_loses_nothing_older_than_the_window_on_s3() {
     let Some(s3) = crate::stores::s3() else { return };
     machine_loss(&s3.conn, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_store_never_blocks_writes_and_replication_status_says_why() {
+    let root = temp_root();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = "shipping-secret-DO-NOT-LOG";
+    let dead = format!(
+        "s3::bucket=b;region=us-east-1;access_key_id=k;secret_access_key={secret};endpoint=http://127.0.0.1:{port};allow_http=true;"
+    );
+    let opts = Options::default()
+        .conf("backup.object.store", &conn(temp_root().path()))
+        .conf("replication.role", "primary")
+        .conf("replication.object.store", &dead);
+    let server = Server::start(root.path(), opts);
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE t (ts TIMESTAMP, v LONG) TIMESTAMP(ts) PARTITION BY DAY")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    let row = loop {
+        // Writes go on, acknowledged at local speed, while nothing reaches the store.
+        let started = Instant::now();
+        c.batch_execute(&format!("INSERT INTO t VALUES ('2024-01-01', {i})"))
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "an insert waited on the dead store"
+        );
+        i += 1;
+        let row = single(
+            &c,
+            "SELECT state, pending_commits, lag_ms, last_error FROM replication_status()",
+        )
+        .await;
+        if row[0].as_deref() == Some("failing") {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "never reported failing: {row:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pending: i64 = row[1].as_deref().unwrap().parse().unwrap();
+    assert!(pending >= 1, "{row:?}");
+    let error = row[3].clone().unwrap_or_default();
+    assert!(error.contains("cannot"), "{row:?}");
+    assert!(
+        !error.contains(secret) && !server.stderr().contains(secret),
+        "the secret leaked: {error}"
+    );
+    assert_eq!(table_digest(&c, "t").await.0, i);
 }
