@@ -49,7 +49,7 @@ pub use error::{BackupError, Result};
 pub use history::{BackupRecord, Status, load_history, put_history};
 pub use instance::{INSTANCE_NAME_FILE, check_data_id, instance_name};
 pub use layout::{Codec, HistoryEvent};
-pub use log::{LOG_FORMAT_VERSION, LogBase, LogChange, LogObject, Window, window};
+pub use log::{LOG_FORMAT_VERSION, LogBase, LogChange, LogObject, Window, follow_log, window};
 pub use manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 pub use restore::{
     OnProgress, PartitionFilter, PercentSteps, RestoreReport, TableRequest, restore_database, restore_table,

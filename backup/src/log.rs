@@ -205,15 +205,50 @@ impl<'a> Log<'a> {
         Ok(o)
     }
 
-    /// The index of the first object that ends after `micros` (`seqs.len()` if none).
+    /// Reads the objects at `indexes` that are not read yet, in parallel.
+    async fn prefetch(&mut self, indexes: std::ops::Range<usize>) -> Result<()> {
+        self.prefetch_indexes(&indexes.collect::<Vec<_>>()).await
+    }
+
+    async fn prefetch_indexes(&mut self, indexes: &[usize]) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let (store, instance) = (self.store, self.instance);
+        let wanted: Vec<u64> = indexes
+            .iter()
+            .map(|&i| self.seqs[i])
+            .filter(|s| !self.read.contains_key(s))
+            .collect();
+        let read: Vec<LogObject> =
+            futures::stream::iter(wanted.into_iter().map(move |seq| read_log_object(store, instance, seq)))
+                .buffered(store.concurrency().download)
+                .try_collect()
+                .await?;
+        for o in read {
+            self.read.insert(o.seq, std::sync::Arc::new(o));
+        }
+        Ok(())
+    }
+
+    /// The index of the first object that ends after `micros` (`seqs.len()` if
+    /// none): a search reading as many objects at once as the store's download
+    /// concurrency, so a long log costs a few round trips, not one per halving.
     async fn first_ending_after(&mut self, micros: i64) -> Result<usize> {
         let (mut lo, mut hi) = (0, self.seqs.len());
+        let fan = self.store.concurrency().download.max(2);
+        // The answer is in [lo, hi]: objects before lo end at or before `micros`.
         while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.get(self.seqs[mid]).await?.last_micros() > micros {
-                hi = mid;
-            } else {
-                lo = mid + 1;
+            let probes: Vec<usize> = (lo..hi).step_by((hi - lo).div_ceil(fan)).collect();
+            self.prefetch_indexes(&probes).await?;
+            let mut after = None;
+            for &i in &probes {
+                if self.get(self.seqs[i]).await?.last_micros() > micros {
+                    after = Some(i);
+                    break;
+                }
+                lo = i + 1;
+            }
+            if let Some(i) = after {
+                hi = i;
             }
         }
         Ok(lo)
@@ -258,6 +293,19 @@ pub(crate) async fn trim(store: &Store, instance: &str, oldest_kept: i64) -> Res
                 .collect::<Vec<_>>()
         })
         .collect())
+}
+
+/// The log object `seq` of `instance`, or `None` while it is not written:
+/// how a reader follows the log by name, one GET per poll and no listing.
+pub async fn follow_log(store: &Store, instance: &str, seq: u64) -> Result<Option<LogObject>> {
+    match read_log_object(store, instance, seq).await {
+        Ok(o) => Ok(Some(o)),
+        Err(BackupError::Store {
+            source: object_store::Error::NotFound { .. },
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads and checks one log object.
@@ -337,6 +385,8 @@ pub(crate) async fn state_at(store: &Store, instance: &str, complete: &[i64], ta
     };
     let mut prev: Option<std::sync::Arc<LogObject>> = None;
     let first = log.first_ending_after(at).await?;
+    let last = log.first_ending_after(target - 1).await?;
+    log.prefetch(first..last.saturating_add(1).min(log.seqs.len())).await?;
     for index in first..log.seqs.len() {
         if at >= target {
             break;

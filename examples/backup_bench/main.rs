@@ -13,6 +13,7 @@ mod measure;
 mod peers;
 mod remote;
 mod scale;
+mod shipping;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ enum Step {
     S3,
     /// 11: full backup and restore at this size and `--scale-factor` times it.
     Scale,
+    /// 12: commit shipping: RPO under load, PUTs idle and loaded, restore to an instant.
+    Shipping,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -367,6 +370,9 @@ async fn run(args: &Args) -> BenchResult<()> {
     // it builds and copies about 20 GB.
     if wants(Step::Scale) {
         scale::scale(&plan, work, args.scale_factor.max(2), &mut report).await?;
+    }
+    if wants(Step::Shipping) {
+        shipping::shipping(&plan, work, &mut report).await?;
     }
 
     if let Some(path) = &args.json {

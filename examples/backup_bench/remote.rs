@@ -23,10 +23,10 @@ const SECRET: &str = "bench-secret";
 const LATENCY: Duration = Duration::from_millis(20);
 
 /// An s3s-fs server on loopback, serving buckets as folders of `dir`.
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
-    port: u16,
-    dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for S3Server {
@@ -37,7 +37,7 @@ impl Drop for S3Server {
 }
 
 /// `s3s-fs` on PATH or where `.ci/run` installs it.
-fn s3s_fs() -> Option<PathBuf> {
+pub(crate) fn s3s_fs() -> Option<PathBuf> {
     let cache = std::env::var_os("STRATA_TOOLS")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/strata-ci/tools")));
@@ -53,7 +53,7 @@ fn free_port() -> BenchResult<u16> {
 }
 
 impl S3Server {
-    fn start(program: &Path, dir: PathBuf) -> BenchResult<Self> {
+    pub(crate) fn start(program: &Path, dir: PathBuf) -> BenchResult<Self> {
         std::fs::create_dir_all(&dir)?;
         let port = free_port()?;
         let child = Command::new(program)
@@ -75,7 +75,7 @@ impl S3Server {
     }
 
     /// A new, empty bucket.
-    fn bucket(&self, name: &str) -> BenchResult<String> {
+    pub(crate) fn bucket(&self, name: &str) -> BenchResult<String> {
         let _ = std::fs::remove_dir_all(self.dir.join(name));
         std::fs::create_dir_all(self.dir.join(name))?;
         Ok(name.to_string())
@@ -83,7 +83,7 @@ impl S3Server {
 }
 
 /// Strata's connection string for `bucket`, reached through `port`.
-fn strata_store(port: u16, bucket: &str) -> String {
+pub(crate) fn strata_store(port: u16, bucket: &str) -> String {
     format!(
         "s3::bucket={bucket};region=us-east-1;access_key_id={KEY};secret_access_key={SECRET};\
          endpoint=http://127.0.0.1:{port};allow_http=true;"
