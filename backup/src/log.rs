@@ -266,19 +266,23 @@ impl<'a> Log<'a> {
 }
 
 /// Deletes the log objects that end before `oldest_kept` (the oldest kept
-/// backup's instant: no restore can start before it), oldest first; returns
-/// the data objects the remaining ones name.
-pub(crate) async fn trim(store: &Store, instance: &str, oldest_kept: i64) -> Result<HashSet<String>> {
+/// backup's instant: no restore can start before it; `None`, no backup kept:
+/// none is deleted), oldest first; returns the data objects the remaining
+/// ones name.
+pub(crate) async fn trim(store: &Store, instance: &str, oldest_kept: Option<i64>) -> Result<HashSet<String>> {
     use futures::{StreamExt, TryStreamExt};
     let mut log = Log::list(store, instance).await?;
-    let keep_from = log.first_ending_after(oldest_kept).await?;
+    let keep_from = match oldest_kept {
+        Some(micros) => log.first_ending_after(micros).await?,
+        None => 0,
+    };
     for &seq in &log.seqs[..keep_from] {
         store.delete(instance, Object::Log(seq)).await?;
     }
     let kept: Vec<LogObject> = futures::stream::iter(
         log.seqs[keep_from..]
-            .to_vec()
-            .into_iter()
+            .iter()
+            .copied()
             .map(move |seq| read_log_object(store, instance, seq)),
     )
     .buffered(store.concurrency().download)

@@ -244,13 +244,13 @@ pub async fn plan_drop(store: &Store, instance: &str, micros: i64) -> Result<Cle
 pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let mut referenced = HashSet::new();
-    let mut oldest_kept = i64::MAX;
+    let mut oldest_kept: Option<i64> = None;
     // Listed before the log is read: an object a shipper puts up after this is not a candidate.
     let listed_files = store.list(instance, Folder::Files).await?;
     let started = chrono::Utc::now().timestamp_micros();
     for micros in &plan.keep {
         let m = read_manifest(store, instance, *micros).await?;
-        oldest_kept = oldest_kept.min(m.snapshot_instant());
+        oldest_kept = Some(oldest_kept.map_or(m.snapshot_instant(), |o| o.min(m.snapshot_instant())));
         referenced.extend(m.tables.into_iter().flat_map(|t| t.files.into_iter().map(|f| f.object)));
     }
     referenced.extend(crate::log::trim(store, instance, oldest_kept).await?);

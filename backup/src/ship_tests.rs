@@ -253,3 +253,46 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
     .unwrap();
     assert_eq!(content(&restored), content(&s));
 }
+
+#[tokio::test]
+async fn with_a_key_the_log_and_its_files_are_sealed_and_an_instant_restores_from_them() {
+    let (db, store_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = journaled(db.path());
+    let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [5u8; 32]);
+    let store = Store::open(&format!("fs::root={};", store_dir.path().display()))
+        .unwrap()
+        .with_cipher(Some(Cipher::from_base64(&key).unwrap()));
+    let mut shipper = shipper(&s, &store).await;
+    let t = s.create_table(meta("a"), false).unwrap();
+    t.append(&[rows(19_000, 2, 1)]).unwrap();
+    let shipped = shipper.ship(&s).await.unwrap().expect("something to ship");
+    assert!(shipped.base, "the first object starts from a base");
+    let wanted = content(&s);
+    t.append(&[rows(19_003, 1, 2)]).unwrap();
+    shipper.ship(&s).await.unwrap().expect("the second insert");
+    // Nothing pending: nothing written.
+    assert_eq!(shipper.ship(&s).await.unwrap(), None);
+
+    for entry in walk(store_dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let name = entry.display().to_string();
+        assert!(crate::crypto::is_encrypted(&bytes), "{name} is stored in the clear");
+        assert!(!name.contains("/files/") || name.ends_with(".enc"), "{name}");
+    }
+    assert_eq!(state_at(&store, shipped.through_micros).await.unwrap(), wanted);
+    let plain = Store::open(&format!("fs::root={};", store_dir.path().display())).unwrap();
+    let err = state_at(&plain, shipped.through_micros).await.unwrap_err().to_string();
+    assert!(err.contains("encrypt"), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

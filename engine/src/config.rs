@@ -832,4 +832,43 @@ mod tests {
         let p = props(&[("pg.net.bind.too", "x")], &[]);
         assert_eq!(p.unknown_keys(), vec!["pg.net.bind.too".to_string()]);
     }
+
+    #[test]
+    fn replication_keys_have_defaults_and_bad_values_name_the_key() {
+        let off = Settings::from_properties(&props(&[], &[])).unwrap();
+        assert_eq!(off.replication, ReplicationSettings::default());
+        assert_eq!(off.backup.retention.new_object_grace_micros, 0);
+        let on = Settings::from_properties(&props(
+            &[
+                ("replication.role", "PRIMARY"),
+                ("replication.primary.throttle.window.duration", "250"),
+            ],
+            &[],
+        ))
+        .unwrap();
+        assert!(on.replication.primary);
+        assert_eq!(on.replication.window, Duration::from_millis(250));
+        assert!(
+            on.backup.retention.new_object_grace_micros > 0,
+            "a cleanup spares new objects while shipping"
+        );
+        for (key, value, says) in [
+            ("replication.role", "replica", "none or primary"),
+            (
+                "replication.primary.throttle.window.duration",
+                "0",
+                "replication.primary.throttle.window.duration",
+            ),
+            (
+                "replication.primary.throttle.window.duration",
+                "soon",
+                "replication.primary.throttle.window.duration",
+            ),
+        ] {
+            let err = Settings::from_properties(&props(&[(key, value)], &[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(says), "{key}={value}: {err}");
+        }
+    }
 }

@@ -104,7 +104,7 @@ impl Replication {
         cancel: CancellationToken,
     ) {
         let mut retry = FIRST_RETRY;
-        let instance = loop {
+        let mut shipper = loop {
             let opened = async {
                 let instance = backup::instance_name(self.storage.db_dir(), backup.instance_name.as_deref())?;
                 let limits = backup::Limits::new(backup.max_bandwidth, backup.compression_threads);
@@ -135,7 +135,6 @@ impl Replication {
             }
             retry = (retry * 2).min(LAST_RETRY);
         };
-        let mut shipper = instance;
         retry = FIRST_RETRY;
         loop {
             let due = self.wait_for_due(window, &cancel).await;

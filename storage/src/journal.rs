@@ -264,10 +264,10 @@ impl Journal {
                 remove(&self.dir.join(entry_name(old)))?;
             }
         }
-        if let Some(new_anchor) = newest {
-            if let Some(old) = self.anchor.replace(new_anchor) {
-                remove(&self.dir.join(entry_name(old)))?;
-            }
+        if let Some(new_anchor) = newest
+            && let Some(old) = self.anchor.replace(new_anchor)
+        {
+            remove(&self.dir.join(entry_name(old)))?;
         }
         Ok(())
     }

@@ -216,7 +216,7 @@ async fn shipped_commits_restore_any_instant_after_the_machine_is_lost() {
     let last = acked.last().unwrap();
     let first = &acked[1];
     // Instants: right after the backup's statements, around some changes, and the latest.
-    let mut instants: Vec<i64> = [3usize, 13, 16, 21, 26, 31, 38]
+    let instants: Vec<i64> = [3usize, 13, 16, 21, 26, 31, 38]
         .iter()
         .flat_map(|&i| [acked[i].before - 1, acked[i].after + 1])
         .collect();
