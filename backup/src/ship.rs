@@ -6,16 +6,17 @@
 //!                 ──► make them durable, then write log/<seq>.json create-only
 //!                 ──► tell the journal they are shipped (their files and links go)
 //! ```
-//! The first object a shipper writes starts from a base (the full state of a
-//! pinned snapshot) unless the journal continues the store's log exactly,
-//! i.e. the store's last shipped change is the journal's anchor or still in it.
+//! The first object a shipper writes starts from a base unless the journal
+//! continues the store's log exactly, i.e. the store's last shipped change is
+//! the journal's anchor or still in it. The base is the state pinned when the
+//! journal was enabled, so every change journaled since follows it in the log.
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use storage::{DataFile, JournalEntry, Storage};
+use storage::{DataFile, JournalEntry, Pin, Snapshot, Storage};
 
 use crate::error::{BackupError, Result};
 use crate::layout::{Codec, Object};
@@ -50,6 +51,10 @@ pub struct Shipper {
     log_end: Option<i64>,
     /// Whether the journal is known to continue the store's log (after a first object).
     chained: bool,
+    /// The state when journaling began, pinned: the base of a first object
+    /// that does not continue the store's log, so no journaled change is left
+    /// out of it (dropped once the log is continued).
+    start: Option<(Pin, Snapshot)>,
     /// Objects known to be in the store (name -> stored bytes): listed at
     /// the start and for a base, and what this shipper uploaded since.
     known: HashMap<String, u64>,
@@ -58,6 +63,7 @@ pub struct Shipper {
 impl Shipper {
     /// Claims the instance for this database (or checks it is ours), and reads
     /// where its log ends and which objects it holds.
+    /// Call [`Shipper::starting_from`] before shipping.
     pub async fn open(
         store: Store,
         instance: &str,
@@ -81,8 +87,18 @@ impl Shipper {
             next_seq,
             log_end,
             chained: false,
+            start: None,
             known,
         })
+    }
+
+    /// Starts from the state pinned right after the journal was enabled: the
+    /// base of a first object that does not continue the store's log.
+    pub fn starting_from(self, start: (Pin, Snapshot)) -> Self {
+        Self {
+            start: Some(start),
+            ..self
+        }
     }
 
     /// The instant the store's log ends at, if it has one.
@@ -102,6 +118,7 @@ impl Shipper {
             storage.journal_shipped(end)?;
             pending.retain(|e| e.micros > end);
             self.chained = true;
+            self.start = None;
         }
         if pending.is_empty() {
             return Ok(None);
@@ -115,15 +132,17 @@ impl Shipper {
         let base = if self.chained {
             None
         } else {
-            // A pinned snapshot: its files stay while they go up.
-            let (pin, snapshot) = storage.pin_current();
+            let (_, snapshot) = self
+                .start
+                .as_ref()
+                .ok_or_else(|| BackupError::Other("commit shipping lost the state it started from".into()))?;
             pending.retain(|e| e.micros > snapshot.taken_at_micros);
             self.known = existing_objects(&self.store, &self.instance).await?;
             for (name, table) in &snapshot.tables {
                 let dir = storage.db_dir().join(name);
                 to_upload.extend(table.commit.files.iter().map(|f| (f.clone(), dir.join(&f.path))));
             }
-            Some((pin, snapshot))
+            Some(snapshot.clone())
         };
         for e in &pending {
             for f in &e.added {
@@ -153,7 +172,7 @@ impl Shipper {
             data_id: self.data_id.clone(),
             seq: self.next_seq,
             prev_micros: if base.is_some() { None } else { self.log_end },
-            base: base.as_ref().map(|(_, snapshot)| LogBase {
+            base: base.as_ref().map(|snapshot| LogBase {
                 micros: snapshot.taken_at_micros,
                 tables: table_entries(snapshot, &objects, encrypted),
             }),
@@ -166,7 +185,8 @@ impl Shipper {
             .put(&self.instance, Object::Log(object.seq), Bytes::from(bytes))
             .await?;
         self.store.make_durable().await?;
-        drop(base);
+        // The base is in the store: its files need the pin no longer.
+        self.start = None;
         let through = object.last_micros();
         storage.journal_shipped(through)?;
         self.log_end = Some(through);

@@ -67,10 +67,12 @@ fn journaled(dir: &Path) -> Arc<Storage> {
     s
 }
 
+/// A shipper starting from the state pinned now (right after the journal was enabled).
 async fn shipper(s: &Storage, store: &Store) -> Shipper {
     Shipper::open(store.clone(), "test-instance", s.data_id(), 3, Limits::new(None, 2))
         .await
         .unwrap()
+        .starting_from(s.pin_current())
 }
 
 /// The state the store gives for `micros`, as content.
@@ -295,4 +297,36 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn commits_made_before_the_first_shipment_keep_their_instants() {
+    // The store is slow to answer at start: a backup and more commits happen
+    // before the shipper's first object, which must still hold each of them.
+    let (db, store_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = journaled(db.path());
+    let start = s.pin_current();
+    let store = Store::open(&format!("fs::root={};", store_dir.path().display())).unwrap();
+    let t = s.create_table(meta("a"), false).unwrap();
+    t.append(&[rows(19_000, 1, 1)]).unwrap();
+    assert!(
+        backup(&s, &store, SystemClock.now_micros(), 5)
+            .await
+            .status
+            .backup_succeeded()
+    );
+    // (an instant, the state then): each state just before the next commit.
+    let mut states = Vec::new();
+    for salt in 2..6 {
+        states.push((SystemClock.now_micros(), content(&s)));
+        t.append(&[rows(19_000 + salt, 1, salt)]).unwrap();
+    }
+    let mut shipper = Shipper::open(store.clone(), "test-instance", s.data_id(), 3, Limits::new(None, 2))
+        .await
+        .unwrap()
+        .starting_from(start);
+    assert!(shipper.ship(&s).await.unwrap().expect("shipped").base);
+    for (at, wanted) in states {
+        assert_eq!(state_at(&store, at).await.unwrap(), wanted, "state at {at}");
+    }
 }

@@ -585,6 +585,7 @@ mod tests {
             weekly: 5,
             monthly: 12,
             tz: chrono_tz::Europe::Paris,
+            new_object_grace_micros: 0,
         };
         let settings = BackupSettings {
             retention: retention.clone(),

@@ -48,20 +48,26 @@ pub(crate) struct Replication {
     storage: Arc<Storage>,
     primary: bool,
     shared: Mutex<Shared>,
+    /// The state when the journal was enabled, pinned until the shipper takes it.
+    start: Mutex<Option<(storage::Pin, storage::Snapshot)>>,
 }
 
 impl Replication {
     /// Turns the journal on (shipping) or removes a stale one (not shipping).
     pub(crate) fn open(storage: Arc<Storage>, settings: &ReplicationSettings) -> Result<Arc<Self>> {
-        if settings.primary {
+        let start = if settings.primary {
             storage.enable_journal()?;
+            // What a first log object starts from, if the journal does not continue the store's log.
+            Some(storage.pin_current())
         } else {
             storage.discard_journal()?;
-        }
+            None
+        };
         Ok(Arc::new(Self {
             storage,
             primary: settings.primary,
             shared: Mutex::new(Shared::default()),
+            start: Mutex::new(start),
         }))
     }
 
@@ -103,6 +109,9 @@ impl Replication {
         window: Duration,
         cancel: CancellationToken,
     ) {
+        let Some(start) = self.start.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
         let mut retry = FIRST_RETRY;
         let mut shipper = loop {
             let opened = async {
@@ -126,7 +135,7 @@ impl Replication {
                     s.last_shipped_micros = shipper.log_end();
                     s.window = window;
                     s.last_error = None;
-                    break shipper;
+                    break shipper.starting_from(start);
                 }
                 Err(e) => self.failed("cannot open the store", &e),
             }
