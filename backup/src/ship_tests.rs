@@ -134,7 +134,7 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
         after: clock.now_micros(),
         content: content(&s),
     });
-    let mut shipped_once = false;
+    let (mut shipped_once, mut backups_taken) = (false, 0);
     for step in 0..160i64 {
         let before = clock.now_micros();
         let live = s.table_names();
@@ -197,6 +197,7 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
             18 if shipped_once => {
                 let now = clock.now_micros();
                 assert!(backup(&s, &store, now, 3).await.status.backup_succeeded());
+                backups_taken += 1;
                 continue;
             }
             _ => continue,
@@ -210,6 +211,11 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
     shipper.ship(&s).await.unwrap();
 
     let complete = complete_backups(&store, "test-instance").await.unwrap();
+    // Retention kept 3 backups and the log from the oldest of them on.
+    let kept = crate::log::Log::list(&store, "test-instance").await.unwrap().seqs;
+    if backups_taken > 3 {
+        assert!(kept.first() > Some(&1), "no log object was trimmed: {kept:?}");
+    }
     let w = window(&store, "test-instance", &complete)
         .await
         .unwrap()
@@ -278,8 +284,10 @@ async fn with_a_key_the_log_and_its_files_are_sealed_and_an_instant_restores_fro
     let wanted = content(&s);
     t.append(&[rows(19_003, 1, 2)]).unwrap();
     shipper.ship(&s).await.unwrap().expect("the second insert");
-    // Nothing pending: nothing written.
+    // Nothing pending: no request at all.
+    let before = store.op_counts();
     assert_eq!(shipper.ship(&s).await.unwrap(), None);
+    assert_eq!(store.op_counts(), before);
 
     for entry in walk(store_dir.path()) {
         let bytes = std::fs::read(&entry).unwrap();
