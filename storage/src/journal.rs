@@ -131,19 +131,30 @@ impl Journal {
         for (i, e) in entries.iter().enumerate() {
             last_of_table.insert(e.table.as_str(), i);
         }
-        let unpublished: Vec<usize> = last_of_table
-            .values()
-            .copied()
-            .filter(|&i| {
-                let e = &entries[i];
-                let version = tables.get(&e.table);
-                match e.kind {
-                    ChangeKind::Create => version.is_none(),
-                    ChangeKind::Commit => version.is_none_or(|v| *v < e.version),
-                    ChangeKind::Drop => version.is_some(),
+        // Only a table's last entry can be of a change never published; any
+        // other disagreement with the tables (a root copied by hand and started
+        // from a checkpoint's state, say) means the journal no longer describes
+        // how they came to be: it is dropped, and shipping starts from a base.
+        let mut unpublished = Vec::new();
+        for &i in last_of_table.values() {
+            let e = &entries[i];
+            match (e.kind, tables.get(&e.table)) {
+                (ChangeKind::Create | ChangeKind::Commit, Some(&v)) if v == e.version => {}
+                (ChangeKind::Commit, Some(&v)) if v + 1 == e.version => unpublished.push(i),
+                (ChangeKind::Create, None) | (ChangeKind::Drop, Some(_)) => unpublished.push(i),
+                (ChangeKind::Drop, None) => {}
+                _ => {
+                    tracing::warn!(
+                        "journal: its last change of table '{}' (version {}) does not match the table; the journal \
+                         is dropped and commit shipping starts again from the current state",
+                        e.table,
+                        e.version
+                    );
+                    discard(db)?;
+                    return Self::open(db, tables);
                 }
-            })
-            .collect();
+            }
+        }
         for &i in &unpublished {
             tracing::info!(
                 "journal: the change of table '{}' at {} was never published; its entry goes",

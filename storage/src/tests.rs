@@ -479,6 +479,21 @@ fn the_journal_keeps_every_change_and_its_files_until_shipped_and_forgets_one_ne
     let s = open(dir.path(), clock, 100);
     s.enable_journal().unwrap();
     assert!(s.journal_continues(last));
+    // A journal that disagrees with the tables beyond one unpublished change
+    // (a root started from a checkpoint's older state, say) is dropped whole.
+    let mut ahead = pending[2].clone();
+    ahead.micros = last + 100;
+    ahead.version += 3;
+    std::fs::write(
+        journal.join(format!("{:020}.json", ahead.micros)),
+        serde_json::to_vec(&ahead).unwrap(),
+    )
+    .unwrap();
+    drop(s);
+    let s = open(dir.path(), Arc::new(ManualClock::default()), 100);
+    s.enable_journal().unwrap();
+    assert!(s.journal_pending().is_empty());
+    assert!(!s.journal_continues(last), "a dropped journal continues nothing");
     // Shipping turned off: the journal goes, so it can never claim to continue a log.
     s.discard_journal().unwrap();
     assert!(!journal.exists());
