@@ -37,7 +37,7 @@ enum Plan {
 }
 
 #[derive(Debug)]
-struct FaultyStore {
+pub(crate) struct FaultyStore {
     inner: LocalFileSystem,
     ops: AtomicU64,
     multipart_uploads: AtomicU64,
@@ -50,6 +50,10 @@ struct FaultyStore {
     fail_deletes_every: AtomicU64,
     deletes: AtomicU64,
     failed_deletes: AtomicU64,
+    /// While set, the first commit-log PUT is done but answered with an
+    /// error, and every later one fails (the network went away after it).
+    pub(crate) lose_log_puts: std::sync::atomic::AtomicBool,
+    log_puts: AtomicU64,
 }
 
 impl std::fmt::Display for FaultyStore {
@@ -128,6 +132,12 @@ impl ObjectStore for Faulty {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.0.gate().await?;
+        if location.as_ref().contains("/log/") && self.0.lose_log_puts.load(Ordering::SeqCst) {
+            if self.0.log_puts.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.0.inner.put_opts(location, payload, opts).await?;
+            }
+            return Err(injected());
+        }
         self.0.inner.put_opts(location, payload, opts).await
     }
 
@@ -197,7 +207,7 @@ impl ObjectStore for Faulty {
     }
 }
 
-fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
+pub(crate) fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
     let f = Arc::new(FaultyStore {
         inner: LocalFileSystem::new_with_prefix(dir).unwrap(),
         ops: AtomicU64::new(0),
@@ -208,6 +218,8 @@ fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
         fail_deletes_every: AtomicU64::new(0),
         deletes: AtomicU64::new(0),
         failed_deletes: AtomicU64::new(0),
+        lose_log_puts: Default::default(),
+        log_puts: AtomicU64::new(0),
     });
     (Store::from_object_store(Arc::new(Faulty(f.clone())), "faulty"), f)
 }
@@ -758,11 +770,12 @@ async fn a_backup_dropped_while_it_is_verified_is_reported_as_deleted_not_corrup
         timestamp: None,
     };
     let verification = tokio::spawn(async move { verify(&slow, &selector, None, &|_, _| {}).await });
-    // Finding the backup takes six operations (list the instances, the
-    // manifests and the commit log, read the manifest and the data id, list the
-    // manifests to see it is a backup); the seventh is the first download,
-    // which then waits its second.
-    while faults.ops.load(Ordering::SeqCst) < 7 {
+    // Finding the backup takes eight operations (list the instances and the
+    // manifests for the newest backup; again the instances, the manifests and
+    // the commit log, read the manifest and the data id; list the manifests to
+    // see it is a backup); the ninth is the first download, which then waits
+    // its second.
+    while faults.ops.load(Ordering::SeqCst) < 9 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let fast = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();

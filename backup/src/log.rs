@@ -272,8 +272,13 @@ impl<'a> Log<'a> {
 pub(crate) async fn trim(store: &Store, instance: &str, oldest_kept: Option<i64>) -> Result<HashSet<String>> {
     use futures::{StreamExt, TryStreamExt};
     let mut log = Log::list(store, instance).await?;
+    // The newest object always stays: a shipper continues the log after it,
+    // and a reader following by name waits for the number after it.
     let keep_from = match oldest_kept {
-        Some(micros) => log.first_ending_after(micros).await?,
+        Some(micros) => log
+            .first_ending_after(micros)
+            .await?
+            .min(log.seqs.len().saturating_sub(1)),
         None => 0,
     };
     for &seq in &log.seqs[..keep_from] {

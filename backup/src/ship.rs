@@ -72,24 +72,32 @@ impl Shipper {
         limits: Limits,
     ) -> Result<Self> {
         crate::instance::check_data_id(&store, instance, data_id).await?;
-        let mut log = Log::list(&store, instance).await?;
-        let (next_seq, log_end) = match log.seqs.last().copied() {
-            Some(last) => (last + 1, Some(log.get(last).await?.last_micros())),
-            None => (1, None),
-        };
         let known = existing_objects(&store, instance).await?;
-        Ok(Self {
+        let mut shipper = Self {
             store,
             instance: instance.to_string(),
             data_id: data_id.to_string(),
             compression_level,
             limits,
-            next_seq,
-            log_end,
+            next_seq: 1,
+            log_end: None,
             chained: false,
             start: None,
             known,
-        })
+        };
+        shipper.read_log_end().await?;
+        Ok(shipper)
+    }
+
+    /// Reads where the store's log ends: the next object's number and the
+    /// instant it must continue from.
+    async fn read_log_end(&mut self) -> Result<()> {
+        let mut log = Log::list(&self.store, &self.instance).await?;
+        (self.next_seq, self.log_end) = match log.seqs.last().copied() {
+            Some(last) => (last + 1, Some(log.get(last).await?.last_micros())),
+            None => (1, None),
+        };
+        Ok(())
     }
 
     /// Starts from the state pinned right after the journal was enabled: the
@@ -107,24 +115,40 @@ impl Shipper {
     }
 
     /// Ships every pending journal entry as one log object; `None` when there
-    /// was nothing to ship (then nothing was written).
+    /// was nothing to ship (then nothing was written). After a failure the
+    /// next call reads the store's log end again: the object may have been
+    /// written though its answer was lost.
     pub async fn ship(&mut self, storage: &Arc<Storage>) -> Result<Option<Shipped>> {
+        let result = self.ship_pending(storage).await;
+        if result.is_err() {
+            self.chained = false;
+            self.log_end = None;
+        }
+        result
+    }
+
+    async fn ship_pending(&mut self, storage: &Arc<Storage>) -> Result<Option<Shipped>> {
+        if !self.chained && self.log_end.is_none() {
+            self.read_log_end().await?;
+        }
         let mut pending = storage.journal_pending();
         if !self.chained
             && let Some(end) = self.log_end
-            && storage.journal_continues(end)
         {
-            // Entries up to `end` are already in the store: the last run stopped before it said so.
-            storage.journal_shipped(end)?;
-            pending.retain(|e| e.micros > end);
-            self.chained = true;
-            self.start = None;
+            // Later instants than the log's, whatever this machine's clock says.
+            storage.instants_after(end);
+            if storage.journal_continues(end) {
+                // Entries up to `end` are already in the store: the last run stopped before it said so.
+                storage.journal_shipped(end);
+                pending.retain(|e| e.micros > end);
+                self.chained = true;
+                self.start = None;
+            }
         }
         if pending.is_empty() {
             return Ok(None);
         }
-        let result = self.ship_entries(storage, pending).await;
-        result.map(Some)
+        self.ship_entries(storage, pending).await.map(Some)
     }
 
     async fn ship_entries(&mut self, storage: &Arc<Storage>, mut pending: Vec<JournalEntry>) -> Result<Shipped> {
@@ -132,10 +156,18 @@ impl Shipper {
         let base = if self.chained {
             None
         } else {
-            let (_, snapshot) = self
+            // The state pinned when the journal was enabled, unless the log
+            // already reaches past it (a clock behind the log's) or it was used.
+            let usable = self
                 .start
                 .as_ref()
-                .ok_or_else(|| BackupError::Other("commit shipping lost the state it started from".into()))?;
+                .is_some_and(|(_, s)| self.log_end.is_none_or(|end| s.taken_at_micros > end));
+            if !usable {
+                self.start = Some(storage.pin_current());
+            }
+            let Some((_, snapshot)) = self.start.as_ref() else {
+                return Err(BackupError::Other("commit shipping has no state to start from".into()));
+            };
             pending.retain(|e| e.micros > snapshot.taken_at_micros);
             self.known = existing_objects(&self.store, &self.instance).await?;
             for (name, table) in &snapshot.tables {
@@ -188,7 +220,7 @@ impl Shipper {
         // The base is in the store: its files need the pin no longer.
         self.start = None;
         let through = object.last_micros();
-        storage.journal_shipped(through)?;
+        storage.journal_shipped(through);
         self.log_end = Some(through);
         self.next_seq += 1;
         self.chained = true;
@@ -212,8 +244,9 @@ impl Shipper {
     ) -> Result<(HashMap<String, (String, Codec, u64)>, usize, u64)> {
         let mut objects = HashMap::new();
         let mut queued: Vec<(DataFile, PathBuf)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (f, path) in files {
-            if objects.contains_key(&f.hash) || queued.iter().any(|(q, _)| q.hash == f.hash) {
+            if !seen.insert(f.hash.clone()) {
                 continue;
             }
             match self.find(&f, listed).await? {

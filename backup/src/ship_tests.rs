@@ -344,3 +344,26 @@ async fn commits_made_before_the_first_shipment_keep_their_instants() {
         assert_eq!(state_at(&store, at).await.unwrap(), wanted, "state at {at}");
     }
 }
+
+#[tokio::test]
+async fn a_log_object_written_though_its_answer_was_lost_is_continued_not_rewritten() {
+    let (db, store_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = journaled(db.path());
+    let (store, faults) = crate::fault_tests::faulty_store(store_dir.path());
+    let mut shipper = shipper(&s, &store).await;
+    let t = s.create_table(meta("a"), false).unwrap();
+    t.append(&[rows(19_000, 1, 1)]).unwrap();
+    shipper.ship(&s).await.unwrap().expect("the first object");
+    t.append(&[rows(19_001, 1, 2)]).unwrap();
+    let landed = (SystemClock.now_micros(), content(&s));
+    // The object lands, its answer and every retry are lost: the round fails.
+    faults.lose_log_puts.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(shipper.ship(&s).await.is_err());
+    faults.lose_log_puts.store(false, std::sync::atomic::Ordering::SeqCst);
+    // More commits; the next round continues after the object that landed.
+    t.append(&[rows(19_002, 1, 3)]).unwrap();
+    let shipped = shipper.ship(&s).await.unwrap().expect("shipped");
+    assert_eq!((shipped.seq, shipped.changes, shipped.base), (3, 1, false));
+    assert_eq!(state_at(&store, landed.0).await.unwrap(), landed.1);
+    assert_eq!(state_at(&store, shipped.through_micros).await.unwrap(), content(&s));
+}

@@ -189,7 +189,20 @@ pub async fn verify(
     limits: Option<&Limits>,
     on_progress: OnProgress<'_>,
 ) -> Result<VerifyReport> {
-    let manifest = locate(store, selector).await?;
+    // LATEST is the newest complete backup, not the newest state of the commit log.
+    let mut selector = selector.clone();
+    if selector.timestamp.is_none() {
+        let instance = crate::catalog::resolve_instance(store, selector.instance.as_deref()).await?;
+        let newest = crate::retention::complete_backups(store, &instance)
+            .await?
+            .first()
+            .copied();
+        selector = Selector {
+            instance: Some(instance),
+            timestamp: newest.map(crate::layout::format_timestamp),
+        };
+    }
+    let manifest = locate(store, &selector).await?;
     let instance = manifest.instance.as_str();
     // A state between backups (from the commit log) is no backup that could be deleted.
     let is_backup = crate::retention::complete_backups(store, instance)

@@ -22,6 +22,9 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::meta::TableMeta;
 
 pub(crate) const JOURNAL_DIR: &str = ".journal";
+/// Left when a change failed after its entry was written: whether the change
+/// reached the disk is unknown, so the next start drops the journal.
+const BROKEN_MARKER: &str = "broken";
 const JOURNAL_FORMAT_VERSION: u32 = 1;
 
 /// What a journal entry records.
@@ -116,6 +119,12 @@ impl Journal {
     /// was never published and links no pending entry needs.
     pub(crate) fn open(db: &Path, tables: &BTreeMap<String, u64>) -> Result<Self> {
         let dir = db.join(JOURNAL_DIR);
+        if dir.join(BROKEN_MARKER).exists() {
+            tracing::warn!(
+                "journal: a change failed midway before the last stop; commit shipping starts again from the current state"
+            );
+            discard(db)?;
+        }
         create_dir_durable(&dir)?;
         let mut entries = Vec::new();
         let mut files = Vec::new();
@@ -123,7 +132,9 @@ impl Journal {
             let path = item.ctx(|| format!("listing {}", dir.display()))?.path();
             match path.extension().and_then(|e| e.to_str()) {
                 Some("json") => entries.push(read_entry(&path)?),
-                _ => files.push(path),
+                Some("parquet") => files.push(path),
+                // A temp file of an entry a crash cut short.
+                _ => remove(&path)?,
             }
         }
         entries.sort_by_key(|e| e.micros);
@@ -223,9 +234,16 @@ impl Journal {
         write_atomic(&self.dir.join(entry_name(entry.micros)), &bytes)
     }
 
-    /// Forgets an entry written for a change that then failed.
+    /// Forgets an entry written for a change that then failed. The change may
+    /// have reached the disk all the same (a rename done, its directory's fsync
+    /// failed), so the journal is marked to be dropped at the next start.
     pub(crate) fn unwrite(&self, entry: &JournalEntry) {
-        let _ = std::fs::remove_file(self.dir.join(entry_name(entry.micros)));
+        forget(&self.dir.join(entry_name(entry.micros)));
+        if let Err(e) =
+            crate::atomic::write_durable(&self.dir.join(BROKEN_MARKER), b"").and_then(|()| fsync_dir(&self.dir))
+        {
+            tracing::warn!("journal: {e}");
+        }
     }
 
     /// Makes a written entry pending once its change is published.
@@ -257,8 +275,9 @@ impl Journal {
     }
 
     /// Records that every entry up to `micros` is in the store: their files and
-    /// links go, and the newest of them stays as the anchor.
-    pub(crate) fn shipped(&mut self, micros: i64) -> Result<()> {
+    /// links go, and the newest of them stays as the anchor. Deleting is best
+    /// effort: what is left is found and settled at the next start.
+    pub(crate) fn shipped(&mut self, micros: i64) {
         let mut newest = None;
         while self.pending.front().is_some_and(|e| e.micros <= micros) {
             let Some(e) = self.pending.pop_front() else { break };
@@ -267,20 +286,26 @@ impl Journal {
                     *n -= 1;
                     if *n == 0 {
                         self.links.remove(&f.hash);
-                        remove(&self.file(&f.hash))?;
+                        forget(&self.file(&f.hash));
                     }
                 }
             }
             if let Some(old) = newest.replace(e.micros) {
-                remove(&self.dir.join(entry_name(old)))?;
+                forget(&self.dir.join(entry_name(old)));
             }
         }
         if let Some(new_anchor) = newest
             && let Some(old) = self.anchor.replace(new_anchor)
         {
-            remove(&self.dir.join(entry_name(old)))?;
+            forget(&self.dir.join(entry_name(old)));
         }
-        Ok(())
+    }
+}
+
+/// Deletes a file the journal no longer needs; a failure is logged.
+fn forget(path: &Path) {
+    if let Err(e) = remove(path) {
+        tracing::warn!("journal: {e}");
     }
 }
 

@@ -245,7 +245,10 @@ impl Storage {
 
     /// The committed state of every table at one instant.
     pub fn snapshot(&self) -> Snapshot {
-        let tables = self.read_tables();
+        self.snapshot_of(&self.read_tables())
+    }
+
+    fn snapshot_of(&self, tables: &BTreeMap<String, Arc<Table>>) -> Snapshot {
         let mut published = self.shared.published();
         Snapshot {
             // Every change published before has a smaller instant, every later one a larger.
@@ -264,10 +267,12 @@ impl Storage {
     }
 
     /// Takes a snapshot of all tables and pins it in one step, so no file of it
-    /// can be deleted between the two.
+    /// can be deleted between the two. Locks in the order DROP TABLE takes
+    /// them (tables, then pins), so the two never wait on each other.
     pub fn pin_current(&self) -> (Pin, Snapshot) {
+        let tables = self.read_tables();
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = self.snapshot();
+        let snapshot = self.snapshot_of(&tables);
         let id = PinId(self.next_pin.fetch_add(1, Ordering::SeqCst));
         pins.insert(id, snapshot.clone());
         (Pin::new(id, self.pins.clone()), snapshot)
@@ -313,6 +318,12 @@ impl Storage {
         Ok(())
     }
 
+    /// Keeps every later instant after `micros` (the end of a shipped log,
+    /// which may be ahead of this database's clock after a restore or rollback).
+    pub fn instants_after(&self, micros: i64) {
+        self.shared.published().tick_after(micros);
+    }
+
     /// Removes a journal left from when commits were shipped: with shipping
     /// off, changes are not journaled, so it no longer continues any log.
     pub fn discard_journal(&self) -> Result<()> {
@@ -353,10 +364,9 @@ impl Storage {
     }
 
     /// Records that every journaled change up to `micros` is in the store.
-    pub fn journal_shipped(&self, micros: i64) -> Result<()> {
-        match self.shared.published().journal.as_mut() {
-            Some(journal) => journal.shipped(micros),
-            None => Ok(()),
+    pub fn journal_shipped(&self, micros: i64) {
+        if let Some(journal) = self.shared.published().journal.as_mut() {
+            journal.shipped(micros);
         }
     }
 }
