@@ -68,9 +68,12 @@ pub async fn locate(store: &Store, selector: &Selector) -> Result<Manifest> {
     let stored = String::from_utf8_lossy(&stored).trim().to_string();
     if stored != manifest.data_id {
         return Err(BackupError::ManifestDataIdMismatch {
-            key: store
-                .key_of(&instance, Object::Manifest(manifest.backup_micros))
-                .to_string(),
+            // A state between backups has no manifest of its own: name the data id then.
+            key: match complete.contains(&manifest.backup_micros) {
+                true => store.key_of(&instance, Object::Manifest(manifest.backup_micros)),
+                false => store.key_of(&instance, Object::DataId),
+            }
+            .to_string(),
             instance,
             instance_data_id: stored,
             manifest_data_id: manifest.data_id,

@@ -206,11 +206,16 @@ pub fn verification_of(key: &str) -> Option<Object<'static>> {
 
 /// `42` from `.../log/00000000000000000042.json`.
 pub fn log_seq_of(key: &str) -> Option<u64> {
-    key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
+    number_named(key)
 }
 
 /// `1724502896789123` from `.../manifests/1724502896789123.json`.
 pub fn micros_of(key: &str) -> Option<i64> {
+    number_named(key)
+}
+
+/// The number an object `.../<number>.json` is named by.
+fn number_named<T: std::str::FromStr>(key: &str) -> Option<T> {
     key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
 }
 

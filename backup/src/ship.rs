@@ -37,6 +37,8 @@ pub struct Shipped {
     pub bytes_uploaded: u64,
     /// The instant the log now ends at.
     pub through_micros: i64,
+    /// The instant of the object's base, if it has one.
+    pub base_micros: Option<i64>,
 }
 
 /// Ships one database's journal to one instance of a store.
@@ -231,6 +233,7 @@ impl Shipper {
             files_uploaded,
             bytes_uploaded,
             through_micros: through,
+            base_micros: object.base.as_ref().map(|b| b.micros),
         })
     }
 

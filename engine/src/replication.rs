@@ -206,7 +206,7 @@ impl Replication {
                             ..w
                         },
                         None => Window {
-                            start: shipped.through_micros,
+                            start: shipped.base_micros.unwrap_or(shipped.through_micros),
                             end: shipped.through_micros,
                         },
                     });

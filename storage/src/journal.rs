@@ -7,7 +7,8 @@
 //! Order of one change: the entry (and its links) is made durable first,
 //! then the change itself is published. A crash between the two leaves an
 //! entry for a change that never happened, which [`Journal::open`] finds
-//! (only the last entry of a table can be one) and deletes. The newest
+//! (changes are published one at a time, so only the newest entry can be one;
+//! it checks each table's last) and deletes. The newest
 //! shipped entry stays on disk as the anchor: a shipper compares it with the
 //! store's last shipped commit to know that the journal continues the store's
 //! log without a gap.
