@@ -136,20 +136,56 @@ impl LogObject {
     }
 }
 
+/// One table as a state of the database is built: its files by path, so a
+/// change costs what it adds and removes, not the size of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TableState {
+    meta: TableMeta,
+    commit_version: u64,
+    files: BTreeMap<String, BackedUpFile>,
+}
+
+impl TableState {
+    fn of(t: &TableEntry) -> Self {
+        Self {
+            meta: t.meta.clone(),
+            commit_version: t.commit_version,
+            files: t.files.iter().map(|f| (f.file.path.clone(), f.clone())).collect(),
+        }
+    }
+
+    fn into_entry(self) -> TableEntry {
+        TableEntry {
+            meta: self.meta,
+            commit_version: self.commit_version,
+            files: self.files.into_values().collect(),
+        }
+    }
+}
+
 /// Tables by name, as a state of the database is built.
-pub(crate) type State = BTreeMap<String, TableEntry>;
+type State = BTreeMap<String, TableState>;
+
+fn state_of(tables: &[TableEntry]) -> State {
+    tables
+        .iter()
+        .map(|t| (t.meta.name.clone(), TableState::of(t)))
+        .collect()
+}
 
 /// Applies one change to `state`.
 fn apply(state: &mut State, c: &LogChange) -> std::result::Result<(), String> {
+    let added = || c.added.iter().map(|f| (f.file.path.clone(), f.clone()));
     match c.kind {
         ChangeKind::Create => {
             let meta = c.meta.clone().ok_or("a create without a definition")?;
+            let files = added().collect();
             state.insert(
                 c.table.clone(),
-                TableEntry {
+                TableState {
                     meta,
                     commit_version: c.version,
-                    files: c.added.clone(),
+                    files,
                 },
             );
         }
@@ -157,9 +193,10 @@ fn apply(state: &mut State, c: &LogChange) -> std::result::Result<(), String> {
             let t = state
                 .get_mut(&c.table)
                 .ok_or_else(|| format!("a commit of table '{}', which does not exist then", c.table))?;
-            let removed: std::collections::HashSet<&str> = c.removed.iter().map(String::as_str).collect();
-            t.files.retain(|f| !removed.contains(f.file.path.as_str()));
-            t.files.extend(c.added.iter().cloned());
+            for path in &c.removed {
+                t.files.remove(path);
+            }
+            t.files.extend(added());
             t.commit_version = c.version;
         }
         ChangeKind::Drop => {
@@ -387,7 +424,7 @@ pub(crate) async fn state_at(store: &Store, instance: &str, complete: &[i64], ta
     let (mut tables, mut at, mut template) = match complete.iter().find(|&&b| b <= target) {
         Some(&b) => {
             let m = read_backup(store, instance, b).await?;
-            let tables: State = m.tables.iter().map(|t| (t.meta.name.clone(), t.clone())).collect();
+            let tables = state_of(&m.tables);
             (tables, m.snapshot_instant(), Some(m))
         }
         None => (State::new(), i64::MIN, None),
@@ -410,7 +447,7 @@ pub(crate) async fn state_at(store: &Store, instance: &str, complete: &[i64], ta
             // Only a base picks up where the log before it cannot be followed.
             match &o.base {
                 Some(base) if base.micros <= target => {
-                    tables = base.tables.iter().map(|t| (t.meta.name.clone(), t.clone())).collect();
+                    tables = state_of(&base.tables);
                     at = base.micros;
                 }
                 _ => return Err(gap(instance, at, &o)),
@@ -430,11 +467,7 @@ pub(crate) async fn state_at(store: &Store, instance: &str, complete: &[i64], ta
         // The log ends before the target, but the next backup holds the same
         // state: no change was published in between (versions only grow).
         let later = read_backup(store, instance, next).await?;
-        let same = later.tables.len() == tables.len()
-            && later
-                .tables
-                .iter()
-                .all(|t| tables.get(&t.meta.name).is_some_and(|mine| same_table(mine, t)));
+        let same = state_of(&later.tables) == tables;
         if same {
             at = target;
         }
@@ -445,7 +478,7 @@ pub(crate) async fn state_at(store: &Store, instance: &str, complete: &[i64], ta
             backup_timestamp: format_timestamp(target),
             backup_micros: target,
             snapshot_micros: Some(target),
-            tables: tables.into_values().collect(),
+            tables: tables.into_values().map(TableState::into_entry).collect(),
             ..template
         }),
         _ => Err(BackupError::NotFound(format!(
@@ -456,20 +489,6 @@ pub(crate) async fn state_at(store: &Store, instance: &str, complete: &[i64], ta
             window.describe()
         ))),
     }
-}
-
-/// Whether two records of a table describe the same commit of it.
-fn same_table(a: &TableEntry, b: &TableEntry) -> bool {
-    fn files(t: &TableEntry) -> Vec<(&str, &str)> {
-        let mut f: Vec<(&str, &str)> = t
-            .files
-            .iter()
-            .map(|f| (f.file.path.as_str(), f.file.hash.as_str()))
-            .collect();
-        f.sort_unstable();
-        f
-    }
-    a.meta == b.meta && a.commit_version == b.commit_version && files(a) == files(b)
 }
 
 fn template_of(o: &LogObject) -> Manifest {
