@@ -226,7 +226,7 @@ pub(crate) fn faulty_store(dir: &Path) -> (Store, Arc<FaultyStore>) {
 
 const DAY: i64 = 86_400_000_000;
 
-fn table(name: &str) -> TableMeta {
+pub(crate) fn table(name: &str) -> TableMeta {
     let cols = vec![
         Column {
             name: "ts".into(),
@@ -318,10 +318,18 @@ pub(crate) async fn backup(s: &Storage, store: &Store, micros: i64, keep: usize)
 
 /// Restores the backup at `micros` into a fresh root and returns its content.
 pub(crate) async fn restored_content(store: &Store, micros: i64) -> HashMap<String, BTreeSet<(String, String, u64)>> {
+    restored_state(store, Some(layout::format_timestamp(micros))).await
+}
+
+/// Restores `timestamp` (the newest state when `None`) into a fresh root and returns its content.
+pub(crate) async fn restored_state(
+    store: &Store,
+    timestamp: Option<String>,
+) -> HashMap<String, BTreeSet<(String, String, u64)>> {
     let root = tempfile::tempdir().unwrap();
     let selector = Selector {
         instance: None,
-        timestamp: Some(layout::format_timestamp(micros)),
+        timestamp,
     };
     let (_, unsynced) = restore_database(store, &selector, root.path(), &|_, _| {})
         .await

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
-use storage::{Clock, Column, ColumnType, HousekeepingSettings, PartitionBy, Storage, SystemClock, TableMeta};
+use storage::{Clock, HousekeepingSettings, Storage, SystemClock};
 
-use crate::fault_tests::{backup, content};
+use crate::fault_tests::{backup, content, restored_state, table};
 use crate::*;
 
 type Content = HashMap<String, BTreeSet<(String, String, u64)>>;
@@ -28,26 +28,12 @@ impl Rng {
     }
 }
 
-fn meta(name: &str) -> TableMeta {
-    let columns = vec![
-        Column {
-            name: "ts".into(),
-            ty: ColumnType::Timestamp,
-        },
-        Column {
-            name: "v".into(),
-            ty: ColumnType::Long,
-        },
-    ];
-    TableMeta::new(name, columns, Some("ts".into()), PartitionBy::Day).unwrap()
-}
-
 fn rows(first_day: i64, days: i64, salt: i64) -> RecordBatch {
     let ts: Vec<i64> = (0..days * 20)
         .map(|i| first_day * DAY + i * (DAY / 20) + salt)
         .collect();
     RecordBatch::try_new(
-        meta("x").arrow_schema(),
+        table("x").arrow_schema(),
         vec![
             Arc::new(TimestampMicrosecondArray::from(ts.clone())),
             Arc::new(Int64Array::from(ts.iter().map(|t| t ^ salt).collect::<Vec<_>>())),
@@ -127,7 +113,7 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
     let mut names = vec!["a".to_string(), "b".to_string()];
     let before = clock.now_micros();
     for n in &names {
-        s.create_table(meta(n), false).unwrap();
+        s.create_table(table(n), false).unwrap();
     }
     acked.push(Acked {
         before,
@@ -161,7 +147,7 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
             13 => {
                 let name = names[rng.below(names.len() as u64) as usize].clone();
                 if s.table(&name).is_none() {
-                    match s.create_table(meta(&name), false) {
+                    match s.create_table(table(&name), false) {
                         // Dropped while pinned (before the first shipment, or during a backup): refused.
                         Err(storage::StorageError::DroppedDuringCheckpoint(_)) => continue,
                         other => {
@@ -170,7 +156,7 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
                     }
                 } else if names.len() < 4 {
                     let new = format!("t{step}");
-                    s.create_table(meta(&new), false).unwrap();
+                    s.create_table(table(&new), false).unwrap();
                     names.push(new);
                 }
             }
@@ -253,19 +239,7 @@ async fn every_instant_restores_exactly_the_state_acknowledged_at_it() {
 
     // The latest state is the database's, and it restores (files fetched and checked).
     assert_eq!(state_at(&store, w.end).await.unwrap(), content(&s));
-    let root = tempfile::tempdir().unwrap();
-    let (_, unsynced) = restore_database(&store, &Selector::default(), root.path(), &|_, _| {})
-        .await
-        .unwrap();
-    unsynced.make_durable().unwrap();
-    let restored = Storage::open(
-        root.path(),
-        Arc::new(SystemClock),
-        HousekeepingSettings::default(),
-        None,
-    )
-    .unwrap();
-    assert_eq!(content(&restored), content(&s));
+    assert_eq!(restored_state(&store, None).await, content(&s));
 }
 
 #[tokio::test]
@@ -277,7 +251,7 @@ async fn with_a_key_the_log_and_its_files_are_sealed_and_an_instant_restores_fro
         .unwrap()
         .with_cipher(Some(Cipher::from_base64(&key).unwrap()));
     let mut shipper = shipper(&s, &store).await;
-    let t = s.create_table(meta("a"), false).unwrap();
+    let t = s.create_table(table("a"), false).unwrap();
     t.append(&[rows(19_000, 2, 1)]).unwrap();
     let shipped = shipper.ship(&s).await.unwrap().expect("something to ship");
     assert!(shipped.base, "the first object starts from a base");
@@ -321,7 +295,7 @@ async fn commits_made_before_the_first_shipment_keep_their_instants() {
     let s = journaled(db.path());
     let start = s.pin_current();
     let store = Store::open(&format!("fs::root={};", store_dir.path().display())).unwrap();
-    let t = s.create_table(meta("a"), false).unwrap();
+    let t = s.create_table(table("a"), false).unwrap();
     t.append(&[rows(19_000, 1, 1)]).unwrap();
     assert!(
         backup(&s, &store, SystemClock.now_micros(), 5)
@@ -351,7 +325,7 @@ async fn a_log_object_written_though_its_answer_was_lost_is_continued_not_rewrit
     let s = journaled(db.path());
     let (store, faults) = crate::fault_tests::faulty_store(store_dir.path());
     let mut shipper = shipper(&s, &store).await;
-    let t = s.create_table(meta("a"), false).unwrap();
+    let t = s.create_table(table("a"), false).unwrap();
     t.append(&[rows(19_000, 1, 1)]).unwrap();
     shipper.ship(&s).await.unwrap().expect("the first object");
     t.append(&[rows(19_001, 1, 2)]).unwrap();

@@ -342,10 +342,11 @@ fn remove(path: &Path) -> Result<()> {
 pub(crate) fn discard(db: &Path) -> Result<()> {
     let dir = db.join(JOURNAL_DIR);
     match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io {
+        Ok(()) => fsync_dir(db),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::Io {
             context: format!("removing {}", dir.display()),
             source: e,
         }),
-        _ => fsync_dir(db),
     }
 }
