@@ -10,7 +10,9 @@
 //! "STRATAE1" (8 bytes) | nonce prefix (7 bytes) | segment 0 | segment 1 | ... | last segment
 //! segment = ciphertext of up to 1 MiB + 16-byte tag
 //! ```
-use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32};
+use std::ops::Range;
+
+use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32, NewStream, StreamBE32, StreamPrimitive};
 use aes_gcm::aead::{KeyInit, OsRng, rand_core::RngCore};
 use aes_gcm::{Aes256Gcm, Key};
 use base64::Engine;
@@ -128,6 +130,84 @@ impl Cipher {
     }
 }
 
+/// The stored bytes holding plaintext `range` of a sealed object of
+/// `plain_len` bytes: the whole segments that cover it. Segment `i` holds
+/// plaintext `i * 1 MiB ..` and is stored at `HEADER + i * (1 MiB + tag)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SealedRange {
+    /// The plaintext asked for (not empty).
+    plain: Range<u64>,
+    plain_len: u64,
+    first_segment: u64,
+    last_segment: u64,
+}
+
+impl SealedRange {
+    /// `range` must be non-empty and lie within `plain_len`.
+    pub(crate) fn new(plain: Range<u64>, plain_len: u64) -> Self {
+        let segment = SEGMENT as u64;
+        Self {
+            first_segment: plain.start / segment,
+            last_segment: (plain.end - 1) / segment,
+            plain,
+            plain_len,
+        }
+    }
+
+    fn segment_len(&self, i: u64) -> u64 {
+        (SEGMENT as u64).min(self.plain_len - i * SEGMENT as u64)
+    }
+
+    fn stored_start(i: u64) -> u64 {
+        HEADER_LEN as u64 + i * (SEGMENT + TAG) as u64
+    }
+
+    /// The stored bytes to read.
+    pub(crate) fn stored(&self) -> Range<u64> {
+        let last = self.last_segment;
+        Self::stored_start(self.first_segment)..Self::stored_start(last) + self.segment_len(last) + TAG as u64
+    }
+
+    /// The object's header (magic and nonce), read once per object.
+    pub(crate) fn header() -> Range<u64> {
+        0..HEADER_LEN as u64
+    }
+
+    fn is_final(&self, i: u64) -> bool {
+        // An object has at least one segment, the last sealed as final.
+        i == self.plain_len.saturating_sub(1) / SEGMENT as u64
+    }
+}
+
+impl Cipher {
+    /// The plaintext `range.plain` from `stored` (the bytes at
+    /// [`SealedRange::stored`]) of the object whose first bytes are `header`;
+    /// every segment is authenticated.
+    pub(crate) fn open_range(&self, header: &[u8], range: &SealedRange, stored: &[u8], what: &str) -> Result<Vec<u8>> {
+        let tampered = || tampered(what);
+        if header.len() != HEADER_LEN || !is_encrypted(header) {
+            return Err(not_sealed(what));
+        }
+        let nonce: [u8; NONCE_LEN] = header[MAGIC.len()..].try_into().map_err(|_| tampered())?;
+        let stream = StreamBE32::from_aead(self.aead.clone(), (&nonce).into());
+        let mut plain = Vec::with_capacity((range.plain.end - range.plain.start) as usize);
+        let mut rest = stored;
+        for i in range.first_segment..=range.last_segment {
+            let len = (range.segment_len(i) as usize + TAG).min(rest.len());
+            let (segment, after) = rest.split_at(len);
+            let position = u32::try_from(i).map_err(|_| tampered())?;
+            let opened = stream
+                .decrypt(position, range.is_final(i), segment)
+                .map_err(|_| tampered())?;
+            plain.extend_from_slice(&opened);
+            rest = after;
+        }
+        let skip = (range.plain.start - range.first_segment * SEGMENT as u64) as usize;
+        let len = (range.plain.end - range.plain.start) as usize;
+        plain.get(skip..skip + len).map(<[u8]>::to_vec).ok_or_else(tampered)
+    }
+}
+
 /// Encrypts an object as it streams: [`push`](Self::push) pieces, then
 /// [`finish`](Self::finish); the output pieces, joined, are the sealed object.
 pub struct StreamEncryptor {
@@ -190,12 +270,23 @@ pub struct StreamDecryptor {
     state: Option<DecryptorBE32<Aes256Gcm>>,
 }
 
+fn tampered(what: &str) -> BackupError {
+    BackupError::BadObject {
+        key: what.to_string(),
+        reason: "cannot be decrypted: wrong backup.encryption.key, or the object was altered".into(),
+    }
+}
+
+fn not_sealed(what: &str) -> BackupError {
+    BackupError::BadObject {
+        key: what.to_string(),
+        reason: "is not encrypted although the manifest says it is".into(),
+    }
+}
+
 impl StreamDecryptor {
     fn tampered(&self) -> BackupError {
-        BackupError::BadObject {
-            key: self.what.clone(),
-            reason: "cannot be decrypted: wrong backup.encryption.key, or the object was altered".into(),
-        }
+        tampered(&self.what)
     }
 
     /// Adds bytes; returns the plaintext of every segment now known not to be the last.
@@ -206,10 +297,7 @@ impl StreamDecryptor {
                 return Ok(Vec::new());
             }
             if !is_encrypted(&self.pending) {
-                return Err(BackupError::BadObject {
-                    key: self.what.clone(),
-                    reason: "is not encrypted although the manifest says it is".into(),
-                });
+                return Err(not_sealed(&self.what));
             }
             let nonce: [u8; NONCE_LEN] = self.pending[MAGIC.len()..HEADER_LEN]
                 .try_into()
@@ -294,6 +382,59 @@ mod tests {
         }
         // Same plaintext, fresh nonce: different ciphertexts.
         assert_ne!(k.encrypt(b"abc").unwrap(), k.encrypt(b"abc").unwrap());
+    }
+
+    #[test]
+    fn any_range_opens_from_its_segments_alone() {
+        let k = key(9);
+        for len in [
+            1u64,
+            100,
+            SEGMENT as u64,
+            SEGMENT as u64 + 1,
+            3 * SEGMENT as u64 - 7,
+            3 * SEGMENT as u64,
+        ] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+            let sealed = k.encrypt(&plain).unwrap();
+            let header = &sealed[..HEADER_LEN];
+            let s = SEGMENT as u64;
+            let ranges = [
+                0..1,
+                0..len,
+                len - 1..len,
+                len / 2..len,
+                s.min(len - 1)..len,
+                len / 3..(len / 3 + s + 2).min(len),
+            ];
+            for r in ranges {
+                let sealed_range = SealedRange::new(r.clone(), len);
+                let stored = sealed_range.stored();
+                assert!(stored.end <= sealed.len() as u64, "len {len}, range {r:?}: {stored:?}");
+                let bytes = &sealed[stored.start as usize..stored.end as usize];
+                let opened = k.open_range(header, &sealed_range, bytes, "x").unwrap();
+                assert_eq!(
+                    opened,
+                    &plain[r.start as usize..r.end as usize],
+                    "len {len}, range {r:?}"
+                );
+                let mut bad = bytes.to_vec();
+                bad[0] ^= 1;
+                assert!(k.open_range(header, &sealed_range, &bad, "x").is_err(), "altered");
+                assert!(
+                    key(3).open_range(header, &sealed_range, bytes, "x").is_err(),
+                    "wrong key"
+                );
+            }
+        }
+        // The last segment is sealed as final: a copy of the object cut at a
+        // segment boundary does not open as if it ended there.
+        let plain = vec![7u8; 2 * SEGMENT];
+        let sealed = k.encrypt(&plain).unwrap();
+        let as_if_short = SealedRange::new(0..SEGMENT as u64, SEGMENT as u64);
+        let stored = as_if_short.stored();
+        let bytes = &sealed[stored.start as usize..stored.end as usize];
+        assert!(k.open_range(&sealed[..HEADER_LEN], &as_if_short, bytes, "x").is_err());
     }
 
     #[test]

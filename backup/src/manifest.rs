@@ -48,6 +48,23 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The entry of `name`; its absence is an error listing the tables there are.
+    pub fn table(&self, name: &str) -> Result<&TableEntry> {
+        self.tables.iter().find(|t| t.meta.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.tables.iter().map(|t| t.meta.name.as_str()).collect();
+            BackupError::NotFound(format!(
+                "table '{name}' is not in backup {} of instance '{}'; it holds: {}",
+                self.backup_timestamp,
+                self.instance,
+                if names.is_empty() {
+                    "no tables".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+    }
+
     pub fn rows(&self) -> u64 {
         self.tables.iter().flat_map(|t| &t.files).map(|f| f.file.rows).sum()
     }

@@ -239,23 +239,7 @@ pub async fn restore_table(
     storage: &Arc<Storage>,
 ) -> Result<RestoreReport> {
     let manifest = locate(store, selector).await?;
-    let entry = manifest
-        .tables
-        .iter()
-        .find(|t| t.meta.name == request.table)
-        .ok_or_else(|| {
-            let names: Vec<&str> = manifest.tables.iter().map(|t| t.meta.name.as_str()).collect();
-            BackupError::NotFound(format!(
-                "table '{}' is not in backup {}; it holds: {}",
-                request.table,
-                manifest.backup_timestamp,
-                if names.is_empty() {
-                    "no tables".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })?;
+    let entry = manifest.table(&request.table)?;
     let (files, mut partitions) = select_partitions(entry, request)?;
     match (storage.table(&request.target), &request.partitions) {
         (Some(_), _) if !request.replace => {

@@ -562,6 +562,57 @@ impl Store {
         Ok(Body::Pieces(first.chain(later).boxed()))
     }
 
+    /// Bytes `range` of the data object `name`, which the manifest says is
+    /// `stored_bytes` long: one ranged GET under a download slot, retried.
+    /// An object of another size, or one that ends early, is an error naming it.
+    pub(crate) async fn read_range(
+        &self,
+        instance: &str,
+        name: &str,
+        range: std::ops::Range<u64>,
+        stored_bytes: u64,
+    ) -> Result<Bytes> {
+        let key = self.key_of(instance, Object::File(name));
+        let bad = |reason: String| BackupError::BadObject {
+            key: key.to_string(),
+            reason,
+        };
+        if range.end > stored_bytes {
+            return Err(bad(format!(
+                "bytes {range:?} asked for, but the manifest says it holds {stored_bytes}"
+            )));
+        }
+        let context = || format!("reading {key}");
+        let (bytes, size) = self
+            .retrying(&context(), &self.counts.gets, || async {
+                let _slot = self.slots.download().await?;
+                let options = GetOptions {
+                    range: Some(GetRange::Bounded(range.clone())),
+                    ..GetOptions::default()
+                };
+                let got = self.inner.get_opts(&key, options).await.map_err(|e| match e {
+                    object_store::Error::NotFound { .. } => bad("missing from the store".into()),
+                    e => store_err(context())(e),
+                })?;
+                let size = got.meta.size;
+                let bytes = got.bytes().await.map_err(store_err(context()))?;
+                Ok((bytes, size))
+            })
+            .await?;
+        if size != stored_bytes {
+            return Err(bad(format!("is {size} bytes, the manifest says {stored_bytes}")));
+        }
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(bad(format!("answered {} bytes for range {range:?}", bytes.len())));
+        }
+        Ok(bytes)
+    }
+
+    /// The key objects are sealed with, if any.
+    pub(crate) fn cipher(&self) -> Option<&crate::crypto::Cipher> {
+        self.cipher.as_ref()
+    }
+
     /// The stored size of an object, or `None` when the store does not hold it
     /// (counted as a GET: a HEAD costs about the same).
     pub(crate) async fn size_of(&self, instance: &str, object: Object<'_>) -> Result<Option<u64>> {

@@ -117,7 +117,7 @@ impl Backups {
     }
 
     /// The same over a store opened by the caller (`None`: backups disabled).
-    async fn with_store(
+    pub(crate) async fn with_store(
         storage: Arc<Storage>,
         settings: BackupSettings,
         store: Option<Store>,
@@ -304,6 +304,14 @@ impl Backups {
         &self.verifications
     }
 
+    /// Where `backup_table()` reads: this instance in the store; `None` when backups are disabled.
+    pub(crate) fn source(&self) -> Option<crate::BackupSource> {
+        self.store.clone().map(|store| crate::BackupSource {
+            store,
+            instance: Some(self.instance.clone()),
+        })
+    }
+
     fn store(&self) -> Result<Store> {
         self.store
             .clone()
@@ -423,83 +431,12 @@ fn complete(history: &[BackupRecord]) -> Vec<i64> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
     use chrono::TimeZone;
-    use futures::stream::BoxStream;
     use object_store::local::LocalFileSystem;
-    use object_store::path::Path as ObjPath;
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-        PutOptions, PutPayload, PutResult, RenameOptions,
-    };
     use storage::{Column, ColumnType, HousekeepingSettings, PartitionBy, SystemClock, TableMeta};
 
     use super::*;
-
-    /// A store whose manifest writes panic while `armed`: a bug in the backup
-    /// task, injected after its snapshot is pinned and its slot taken.
-    #[derive(Debug)]
-    struct PanicsOnManifest {
-        inner: LocalFileSystem,
-        armed: AtomicBool,
-    }
-
-    impl std::fmt::Display for PanicsOnManifest {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("PanicsOnManifest")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for PanicsOnManifest {
-        async fn put_opts(
-            &self,
-            at: &ObjPath,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<PutResult> {
-            if self.armed.load(Ordering::SeqCst) && at.as_ref().contains("/manifests/") {
-                panic!("injected panic in the backup task");
-            }
-            self.inner.put_opts(at, payload, opts).await
-        }
-
-        async fn put_multipart_opts(
-            &self,
-            at: &ObjPath,
-            opts: PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(at, opts).await
-        }
-
-        async fn get_opts(&self, at: &ObjPath, options: GetOptions) -> object_store::Result<GetResult> {
-            self.inner.get_opts(at, options).await
-        }
-
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<ObjPath>>,
-        ) -> BoxStream<'static, object_store::Result<ObjPath>> {
-            self.inner.delete_stream(locations)
-        }
-
-        fn list(&self, prefix: Option<&ObjPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-
-        async fn list_with_delimiter(&self, prefix: Option<&ObjPath>) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-
-        async fn copy_opts(&self, from: &ObjPath, to: &ObjPath, options: CopyOptions) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-
-        async fn rename_opts(&self, from: &ObjPath, to: &ObjPath, options: RenameOptions) -> object_store::Result<()> {
-            self.inner.rename_opts(from, to, options).await
-        }
-    }
+    use crate::test_store::TestStore;
 
     fn table_meta() -> TableMeta {
         let cols = vec![
@@ -688,10 +625,8 @@ mod tests {
         let storage = Storage::open(db.path(), Arc::new(SystemClock), housekeeping, None).unwrap();
         storage.create_table(table_meta(), false).unwrap();
         append_day(&storage, 19_800);
-        let faulty = Arc::new(PanicsOnManifest {
-            inner: LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
-            armed: AtomicBool::new(true),
-        });
+        let faulty = Arc::new(TestStore::new(dir.path()));
+        faulty.panic_on_manifest.store(true, Ordering::SeqCst);
         let store = Store::from_object_store(faulty.clone(), "panics-on-manifest");
         let backups = Arc::new(
             Backups::with_store(
@@ -723,7 +658,7 @@ mod tests {
         assert_eq!(deleted, 1, "the dropped file is no longer pinned");
 
         // And the next backup runs.
-        faulty.armed.store(false, Ordering::SeqCst);
+        faulty.panic_on_manifest.store(false, Ordering::SeqCst);
         append_day(&storage, 19_801);
         let (_, finished) = backups.start().await.unwrap();
         let outcome = finished.await.unwrap();

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::background::periodic;
+use crate::backup_table::{BackupSource, BackupTableFunction};
 use crate::backups::{Backups, run_schedule, run_verify_schedule};
 use crate::catalog::StrataSchema;
 use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK};
@@ -362,12 +363,8 @@ fn session_context(
     backups: Arc<Backups>,
     replication: Arc<Replication>,
 ) -> Result<SessionContext> {
-    let config = SessionConfig::new()
-        .with_information_schema(true)
-        .with_default_catalog_and_schema(CATALOG, SCHEMA)
-        // Our tables store Utf8; keep SQL-side strings the same type.
-        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config(session_config());
+    let source = backups.source();
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| EngineError::Task(format!("DataFusion catalog '{CATALOG}' missing")))?;
@@ -375,7 +372,24 @@ fn session_context(
     ctx.register_udtf("checkpoint_status", Arc::new(CheckpointStatusFunction(checkpoints)));
     ctx.register_udtf("backups", Arc::new(BackupsFunction(backups)));
     ctx.register_udtf("replication_status", Arc::new(ReplicationStatusFunction(replication)));
+    ctx.register_udtf("backup_table", Arc::new(BackupTableFunction { source }));
     Ok(ctx)
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        // Our tables store Utf8; keep SQL-side strings the same type.
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+}
+
+/// A session with no database, where `backup_table()` reads `source`: what
+/// `strata backup query` runs its SQL in.
+pub fn backup_session(source: BackupSource) -> SessionContext {
+    let ctx = SessionContext::new_with_config(session_config());
+    ctx.register_udtf("backup_table", Arc::new(BackupTableFunction { source: Some(source) }));
+    ctx
 }
 
 /// Looks at an open checkpoint every tick until cancelled.

@@ -12,6 +12,9 @@
 //! Main types: [`Database`], [`Settings`], [`EngineError`].
 
 mod background;
+mod backup_table;
+#[cfg(test)]
+mod backup_table_tests;
 mod backups;
 mod catalog;
 mod checkpoint;
@@ -25,15 +28,18 @@ mod provider;
 mod pruning;
 mod replication;
 mod startup;
+#[cfg(test)]
+mod test_store;
 mod verifications;
 
+pub use backup_table::BackupSource;
 pub use checkpoint::CheckpointStatus;
 pub use config::{
     BackupSettings, CheckpointLimits, ConfigError, HttpSettings, Properties, ReadonlyUser, ReplicationSettings,
     Schedule, Secret, Settings, TlsFiles,
 };
 pub use copy::CopyFormat;
-pub use database::{CATALOG, Database, SCHEMA};
+pub use database::{CATALOG, Database, SCHEMA, backup_session};
 pub use error::{EngineError, Result};
 pub use provider::StrataTable;
 pub use replication::ReplicationStatus;

@@ -57,10 +57,7 @@ impl TableProvider for StrataTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let commit = self.table.commit();
-        let range = match &self.table.meta().timestamp {
-            Some(ts) => TimeRange::from_filters(filters, ts),
-            None => TimeRange::default(),
-        };
+        let range = TimeRange::for_table(self.table.meta(), filters);
         let files: Vec<PartitionedFile> = commit
             .files
             .iter()
@@ -74,13 +71,7 @@ impl TableProvider for StrataTable {
         // row-group pruning; here we only choose files.
         let source =
             ParquetSource::new(self.schema()).with_table_parquet_options(state.table_options().parquet.clone());
-        let groups = split_into_groups(files, state.config().target_partitions());
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-            .with_file_groups(groups)
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        parquet_scan(source, files, state, projection, limit)
     }
 
     async fn insert_into(
@@ -98,6 +89,24 @@ impl TableProvider for StrataTable {
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
+}
+
+/// A scan of `files` on the local file system (unless `source` has a reader
+/// factory of its own), spread over the session's cores.
+pub(crate) fn parquet_scan(
+    source: ParquetSource,
+    files: Vec<PartitionedFile>,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let groups = split_into_groups(files, state.config().target_partitions());
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 /// Spreads files over up to `n` groups (one per core) keeping each file whole.

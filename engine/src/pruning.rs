@@ -11,6 +11,14 @@ pub(crate) struct TimeRange {
 }
 
 impl TimeRange {
+    /// The range `filters` allow on the table's designated timestamp (all, without one).
+    pub(crate) fn for_table(meta: &storage::TableMeta, filters: &[Expr]) -> Self {
+        match &meta.timestamp {
+            Some(ts) => Self::from_filters(filters, ts),
+            None => Self::default(),
+        }
+    }
+
     /// Narrows the range with every filter that constrains `ts_column` against a literal.
     pub(crate) fn from_filters(filters: &[Expr], ts_column: &str) -> Self {
         let mut r = Self::default();
