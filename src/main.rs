@@ -52,18 +52,21 @@ enum Command {
 enum BackupCommand {
     /// List the instances in a store and the backups of each (or of one).
     List {
-        /// Store connection string, e.g. fs::root=/mnt/backups; or s3::bucket=...;
-        #[arg(long)]
-        store: String,
-        #[arg(long)]
-        instance: Option<String>,
         #[command(flatten)]
-        key: offline::Key,
+        source: offline::Source,
     },
     /// Download and check every file of a backup; exit code 0 only if it fully restores.
     Verify {
         #[command(flatten)]
         target: offline::Target,
+    },
+    /// Run SQL on a backup where it lies: `backup_table('<table>' [, '<timestamp>'])`
+    /// reads a table of the store's backups; nothing is restored.
+    Query {
+        #[command(flatten)]
+        source: offline::Source,
+        /// The query, e.g. "SELECT count(*) FROM backup_table('trades', 'LATEST')".
+        sql: String,
     },
 }
 
@@ -90,11 +93,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { root, demo } => runtime.block_on(serve(root, demo)),
         Command::Backup {
-            command: BackupCommand::List { store, instance, key },
-        } => runtime.block_on(offline::list(&store, instance.as_deref(), &key)),
+            command: BackupCommand::List { source },
+        } => runtime.block_on(offline::list(&source)),
         Command::Backup {
             command: BackupCommand::Verify { target },
         } => runtime.block_on(offline::verify(&target)),
+        Command::Backup {
+            command: BackupCommand::Query { source, sql },
+        } => runtime.block_on(offline::query(&source, &sql)),
         Command::Restore { target, root } => runtime.block_on(offline::restore(&target, &root)),
     };
     match result {

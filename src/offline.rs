@@ -1,4 +1,5 @@
-//! The offline commands: `strata backup list`, `strata backup verify`, `strata restore`.
+//! The offline commands: `strata backup list`, `strata backup verify`,
+//! `strata backup query`, `strata restore`.
 //! They talk to the store directly; no server needs to run.
 use std::io::IsTerminal;
 use std::path::Path;
@@ -8,20 +9,27 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Which backup of which store.
+/// Which store, which instance of it, and its key.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Target {
+pub(crate) struct Source {
     /// Store connection string, e.g. fs::root=/mnt/backups; or s3::bucket=...;
     #[arg(long)]
     store: String,
     /// Backup instance (needed only when the store holds several).
     #[arg(long)]
     instance: Option<String>,
+    #[command(flatten)]
+    key: Key,
+}
+
+/// Which backup of which store.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Target {
+    #[command(flatten)]
+    source: Source,
     /// Backup timestamp as listed, e.g. 2024-08-24T12:34:56.789123Z (default: the latest complete one).
     #[arg(long)]
     timestamp: Option<String>,
-    #[command(flatten)]
-    key: Key,
 }
 
 /// The key of an encrypted store.
@@ -34,7 +42,7 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    pub(crate) fn open(&self, conn: &str) -> Result<Store, backup::BackupError> {
+    fn open(&self, conn: &str) -> Result<Store, backup::BackupError> {
         let cipher = match (&self.key_file, std::env::var("STRATA_BACKUP_ENCRYPTION_KEY")) {
             (Some(path), _) => Some(backup::Cipher::from_key_file(path)?),
             (None, Ok(text)) if !text.trim().is_empty() => Some(backup::Cipher::from_base64(&text)?),
@@ -44,19 +52,25 @@ impl Key {
     }
 }
 
-impl Target {
-    fn open(&self) -> Result<(Store, Selector), backup::BackupError> {
-        let store = self.key.open(&self.store)?;
-        let selector = Selector {
-            instance: self.instance.clone(),
-            timestamp: self.timestamp.clone(),
-        };
-        Ok((store, selector))
+impl Source {
+    fn open(&self) -> Result<Store, backup::BackupError> {
+        self.key.open(&self.store)
     }
 }
 
-pub(crate) async fn list(conn: &str, instance: Option<&str>, key: &Key) -> CliResult {
-    let store = key.open(conn)?;
+impl Target {
+    fn open(&self) -> Result<(Store, Selector), backup::BackupError> {
+        let selector = Selector {
+            instance: self.source.instance.clone(),
+            timestamp: self.timestamp.clone(),
+        };
+        Ok((self.source.open()?, selector))
+    }
+}
+
+pub(crate) async fn list(source: &Source) -> CliResult {
+    let store = source.open()?;
+    let instance = source.instance.as_deref();
     let all = store.instances().await?;
     println!("store: {}", store.display());
     println!(
@@ -100,6 +114,19 @@ pub(crate) async fn list(conn: &str, instance: Option<&str>, key: &Key) -> CliRe
             );
         }
     }
+    Ok(())
+}
+
+/// `strata backup query`: the rows of `sql` on the store's backups, as a table.
+pub(crate) async fn query(source: &Source, sql: &str) -> CliResult {
+    let source = engine::BackupSource {
+        store: source.open()?,
+        instance: source.instance.clone(),
+    };
+    let table = engine::query_backups(source, sql)
+        .await
+        .map_err(|e| sql::SqlError::from(&e).message)?;
+    println!("{table}");
     Ok(())
 }
 

@@ -23,8 +23,10 @@ pub(crate) const WHOLE_FILE_MAX: u64 = 8 << 20;
 const READ_CHUNK: usize = 1 << 20;
 /// Pieces waiting between the reading thread and the upload.
 const PIECES_QUEUED: usize = 4;
-/// Keep zstd output only when it saves at least this share (Parquet is already compressed).
-const MIN_SAVING: f64 = 0.03;
+/// Keep zstd output only when it saves at least this share. Parquet's pages
+/// are compressed already, and an object compressed whole cannot be read by
+/// range (a query in place, an instant restore): a few percent is not worth that.
+const MIN_SAVING: f64 = 0.10;
 /// Bytes of a file compressed on trial before compressing all of it.
 const SAMPLE: usize = 256 << 10;
 

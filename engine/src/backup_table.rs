@@ -34,6 +34,16 @@ pub struct BackupSource {
     pub instance: Option<String>,
 }
 
+/// Runs `sql` in a session with no database where `backup_table()` reads
+/// `source`, and returns its rows as a text table: `strata backup query`.
+pub async fn query_backups(source: BackupSource, sql: &str) -> Result<String, EngineError> {
+    let ctx = crate::database::backup_session(source);
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .map_err(DataFusionError::from)?
+        .to_string())
+}
+
 /// Bytes read from the end of a file with its first read: the footer of a
 /// Strata file (a few columns) in one request, without much data with it
 /// (DataFusion's default, 512 KiB, would read most small files whole).

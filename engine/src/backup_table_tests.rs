@@ -10,10 +10,11 @@ use datafusion::prelude::SessionContext;
 use storage::{Column, ColumnType, HousekeepingSettings, PartitionBy, Storage, SystemClock, TableMeta};
 use tokio_util::sync::CancellationToken;
 
+use crate::StrataTable;
 use crate::backups::Backups;
 use crate::config::BackupSettings;
+use crate::database::backup_session;
 use crate::test_store::TestStore;
-use crate::{StrataTable, backup_session};
 
 const DAY: i64 = 86_400_000_000;
 const FIRST_DAY: i64 = 19_700;

@@ -386,7 +386,7 @@ fn session_config() -> SessionConfig {
 
 /// A session with no database, where `backup_table()` reads `source`: what
 /// `strata backup query` runs its SQL in.
-pub fn backup_session(source: BackupSource) -> SessionContext {
+pub(crate) fn backup_session(source: BackupSource) -> SessionContext {
     let ctx = SessionContext::new_with_config(session_config());
     ctx.register_udtf("backup_table", Arc::new(BackupTableFunction { source: Some(source) }));
     ctx

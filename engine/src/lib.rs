@@ -32,14 +32,14 @@ mod startup;
 mod test_store;
 mod verifications;
 
-pub use backup_table::BackupSource;
+pub use backup_table::{BackupSource, query_backups};
 pub use checkpoint::CheckpointStatus;
 pub use config::{
     BackupSettings, CheckpointLimits, ConfigError, HttpSettings, Properties, ReadonlyUser, ReplicationSettings,
     Schedule, Secret, Settings, TlsFiles,
 };
 pub use copy::CopyFormat;
-pub use database::{CATALOG, Database, SCHEMA, backup_session};
+pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};
 pub use provider::StrataTable;
 pub use replication::ReplicationStatus;

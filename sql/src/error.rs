@@ -5,6 +5,7 @@
 //! that decide SQLSTATEs.
 use backup::BackupError;
 use datafusion::error::DataFusionError;
+use datafusion::parquet::errors::ParquetError;
 use engine::EngineError;
 use pgwire::error::{ErrorInfo, PgWireError};
 use storage::StorageError;
@@ -81,6 +82,14 @@ impl SqlError {
                 }
                 INTERNAL_ERROR
             }
+            // A read of a backup in place failed (a missing or corrupt object).
+            DataFusionError::ParquetError(p) => match p.as_ref() {
+                ParquetError::External(inner) => match inner.downcast_ref::<EngineError>() {
+                    Some(engine) => return Self::from(engine),
+                    None => DATA_CORRUPTED,
+                },
+                _ => DATA_CORRUPTED,
+            },
             DataFusionError::ArrowError(..) if message.contains("non-nullable") => NOT_NULL_VIOLATION,
             DataFusionError::ArrowError(..) => DATA_EXCEPTION,
             DataFusionError::Plan(msg) if msg.contains("table") && msg.contains("not found") => UNDEFINED_TABLE,

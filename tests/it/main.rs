@@ -12,6 +12,7 @@ mod ddl_and_errors;
 mod disk_full;
 mod encryption;
 mod housekeeping;
+mod in_place;
 mod logs;
 mod ops;
 mod queries;

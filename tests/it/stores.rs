@@ -3,8 +3,8 @@
 //! emulator here that speaks the XML API object_store uses: see
 //! docs/operations.md.) Each goes through the same life: a backup, an incremental one,
 //! retention, verify, `RESTORE TABLE`, a restore from the trigger file on a new
-//! machine with a file above the part size, bad credentials, and the store
-//! killed midway.
+//! machine with a file above the part size, `backup_table()` in place, bad
+//! credentials, and the store killed midway.
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -186,11 +186,16 @@ async fn big_year(c: &Client, year_start_micros: i64) {
     .unwrap();
 }
 
-/// Exact aggregate of `big` (integer sums, so the order of addition does not matter).
+/// Exact aggregate of `big` (integer sums, so the order of addition does not
+/// matter), or of the table expression `from`.
 async fn big_digest(c: &Client) -> (i64, i64, i64) {
+    big_digest_of(c, "big").await
+}
+
+async fn big_digest_of(c: &Client, from: &str) -> (i64, i64, i64) {
     let r = c
         .query_one(
-            "SELECT count(*), sum(CAST(a * 1e9 AS BIGINT)), sum(CAST(c * 1e9 AS BIGINT)) FROM big",
+            &format!("SELECT count(*), sum(CAST(a * 1e9 AS BIGINT)), sum(CAST(c * 1e9 AS BIGINT)) FROM {from}"),
             &[],
         )
         .await
@@ -247,6 +252,9 @@ async fn backups_live_on(store: &mut StoreServer, wrong_secret: &str) {
         .await
         .unwrap();
     assert_eq!(table_digest(&c, "t_restored").await, expected);
+    // Queried where it lies: ranged reads of the store's objects, the large one too.
+    assert_eq!(table_digest(&c, "backup_table('t')").await, expected);
+    assert_eq!(big_digest_of(&c, "backup_table('big')").await, expected_big);
     drop(c);
     let mut logs = vec![server.stderr()];
     server.stop();
