@@ -163,6 +163,12 @@ impl RemoteFile {
         }
     }
 
+    /// Fetches the whole file into `dest`, checked against the manifest (size,
+    /// blake3); on failure `dest` is removed. Returns the stored bytes fetched.
+    pub async fn download(&self, dest: std::path::PathBuf) -> Result<u64> {
+        crate::fetch::fetch_file(&self.store, &self.instance, &self.file, dest).await
+    }
+
     /// Bytes of each of `ranges`, in order. Ranges less than [`COALESCE_GAP`]
     /// apart are fetched as one; the fetches run at once (each under a
     /// download slot).

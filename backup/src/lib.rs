@@ -54,7 +54,8 @@ pub use layout::{Codec, HistoryEvent};
 pub use log::{LOG_FORMAT_VERSION, LogBase, LogChange, LogObject, Window, follow_log, window};
 pub use manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 pub use restore::{
-    OnProgress, PartitionFilter, PercentSteps, RestoreReport, TableRequest, restore_database, restore_table,
+    HYDRATION_FILE, OnProgress, PartitionFilter, PercentSteps, RestoreReport, TableRequest, restore_catalog,
+    restore_database, restore_table,
 };
 pub use retention::{
     CleanupPlan, CleanupReport, KeptBy, Retention, cleanup, complete_backups, plan_cleanup, plan_drop, read_manifest,

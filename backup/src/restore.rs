@@ -81,17 +81,7 @@ pub async fn restore_database(
     root: &Path,
     on_progress: OnProgress<'_>,
 ) -> Result<(RestoreReport, UnsyncedRestore)> {
-    storage::check_restorable(root)?;
-    let manifest = locate(store, selector).await?;
-    std::fs::create_dir_all(root).map_err(|e| BackupError::Other(format!("creating {}: {e}", root.display())))?;
-    let need = manifest.bytes() + DISK_MARGIN;
-    let free = storage::available_space(root)?;
-    if free < need {
-        return Err(BackupError::Other(format!(
-            "not enough disk space in {}: the backup needs {need} bytes, {free} are free",
-            root.display()
-        )));
-    }
+    let manifest = checked_for_restore(store, selector, root).await?;
     let build = DatabaseBuild::begin(root)?;
     let counter = Counter::new(manifest.bytes(), on_progress);
     let mut report = report_for(&manifest);
@@ -130,6 +120,56 @@ pub async fn restore_database(
     }
     let unsynced = build.finish(&manifest.data_id, &[(INSTANCE_NAME_FILE, manifest.instance.as_bytes())])?;
     Ok((report, unsynced))
+}
+
+/// The selected state, once `root` is found empty and with room for it.
+async fn checked_for_restore(store: &Store, selector: &Selector, root: &Path) -> Result<Manifest> {
+    storage::check_restorable(root)?;
+    let manifest = locate(store, selector).await?;
+    std::fs::create_dir_all(root).map_err(|e| BackupError::Other(format!("creating {}: {e}", root.display())))?;
+    let need = manifest.bytes() + DISK_MARGIN;
+    let free = storage::available_space(root)?;
+    if free < need {
+        return Err(BackupError::Other(format!(
+            "not enough disk space in {}: the backup needs {need} bytes, {free} are free",
+            root.display()
+        )));
+    }
+    Ok(manifest)
+}
+
+/// The name, in the restored `db/`, of the state an instant restore is
+/// still fetching files of (the located manifest, as JSON).
+pub const HYDRATION_FILE: &str = ".hydration.json";
+
+/// Installs the selected state into `root` (empty) without its data files,
+/// for an instant restore: every table's definition and commit as the state
+/// has it, and [`HYDRATION_FILE`] naming the files still to fetch; `extra`
+/// plain files go into `db/` too. Nothing is fetched but the manifest.
+pub async fn restore_catalog(
+    store: &Store,
+    selector: &Selector,
+    root: &Path,
+    extra: &[(&str, &[u8])],
+) -> Result<(RestoreReport, Manifest, UnsyncedRestore)> {
+    let manifest = checked_for_restore(store, selector, root).await?;
+    let state = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
+    // Metadata only: a few small files per table.
+    let build = DatabaseBuild::begin(root)?;
+    for entry in &manifest.tables {
+        let mut table = build.table(entry.meta.clone())?;
+        for f in &entry.files {
+            table.add_absent_file(f.file.clone())?;
+        }
+        build.finish_table(table, entry.commit_version)?;
+    }
+    let mut files = vec![
+        (INSTANCE_NAME_FILE, manifest.instance.as_bytes()),
+        (HYDRATION_FILE, state.as_slice()),
+    ];
+    files.extend_from_slice(extra);
+    let unsynced = build.finish(&manifest.data_id, &files)?;
+    Ok((report_for(&manifest), manifest, unsynced))
 }
 
 fn report_for(m: &Manifest) -> RestoreReport {

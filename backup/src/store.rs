@@ -590,10 +590,17 @@ impl Store {
                     range: Some(GetRange::Bounded(range.clone())),
                     ..GetOptions::default()
                 };
-                let got = self.inner.get_opts(&key, options).await.map_err(|e| match e {
-                    object_store::Error::NotFound { .. } => bad("missing from the store".into()),
-                    e => store_err(context())(e),
-                })?;
+                let got = match self.inner.get_opts(&key, options).await {
+                    Ok(got) => got,
+                    Err(object_store::Error::NotFound { .. }) => return Err(bad("missing from the store".into())),
+                    // A range past the end of an object cut short: say that, not the store's complaint.
+                    Err(e) => match self.inner.head(&key).await {
+                        Ok(meta) if meta.size != stored_bytes => {
+                            return Err(bad(format!("is {} bytes, the manifest says {stored_bytes}", meta.size)));
+                        }
+                        _ => return Err(store_err(context())(e)),
+                    },
+                };
                 let size = got.meta.size;
                 let bytes = got.bytes().await.map_err(store_err(context()))?;
                 Ok((bytes, size))

@@ -12,11 +12,13 @@ use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TablePr
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{ParquetFileMetrics, ParquetFileReaderFactory, ParquetSource};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet};
 use futures::future::BoxFuture;
+use object_store::local::LocalFileSystem;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
@@ -149,18 +151,27 @@ impl TableProvider for BackupTableProvider {
                 PartitionedFile::new(f.object.clone(), f.file.bytes).with_extension(Arc::new(remote))
             })
             .collect();
-        // Every read goes through the factory, none to the scan's local store.
-        let source = ParquetSource::new(self.schema())
-            .with_table_parquet_options(state.table_options().parquet.clone())
-            .with_metadata_size_hint(FOOTER_HINT)
-            .with_parquet_file_reader_factory(Arc::new(RemoteReaderFactory));
-        parquet_scan(source, files, state, projection, limit)
+        let source =
+            ParquetSource::new(self.schema()).with_table_parquet_options(state.table_options().parquet.clone());
+        parquet_scan(reading_remote_files(source), files, state, projection, limit)
     }
 }
 
-/// Hands DataFusion's Parquet reader a [`RemoteReader`] per file.
+/// `source` reading the files that carry a [`backup::RemoteFile`] from the
+/// store and the others from the local file system.
+pub(crate) fn reading_remote_files(source: ParquetSource) -> ParquetSource {
+    let local = DefaultParquetFileReaderFactory::new(Arc::new(LocalFileSystem::new()));
+    source
+        .with_metadata_size_hint(FOOTER_HINT)
+        .with_parquet_file_reader_factory(Arc::new(RemoteReaderFactory { local }))
+}
+
+/// Hands DataFusion's Parquet reader a [`RemoteReader`] per backed-up file,
+/// and a local reader for the others.
 #[derive(Debug)]
-struct RemoteReaderFactory;
+struct RemoteReaderFactory {
+    local: DefaultParquetFileReaderFactory,
+}
 
 impl ParquetFileReaderFactory for RemoteReaderFactory {
     fn create_reader(
@@ -170,10 +181,11 @@ impl ParquetFileReaderFactory for RemoteReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> DfResult<Box<dyn AsyncFileReader + Send>> {
-        let remote = file
-            .extension::<Arc<backup::RemoteFile>>()
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal(format!("{} is not a backed-up file", file.path())))?;
+        let Some(remote) = file.extension::<Arc<backup::RemoteFile>>().cloned() else {
+            return self
+                .local
+                .create_reader(partition_index, file, metadata_size_hint, metrics);
+        };
         let bytes_scanned = ParquetFileMetrics::new(partition_index, file.path().as_ref(), metrics).bytes_scanned;
         Ok(Box::new(RemoteReader {
             remote,

@@ -6,16 +6,19 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{Result as DfResult, plan_err};
 use storage::Storage;
 
+use crate::hydration::Hydration;
 use crate::provider::StrataTable;
 
 #[derive(Debug)]
 pub(crate) struct StrataSchema {
     storage: Arc<Storage>,
+    /// Set while an instant restore's files arrive.
+    hydration: Option<Arc<Hydration>>,
 }
 
 impl StrataSchema {
-    pub(crate) fn new(storage: Arc<Storage>) -> Self {
-        Self { storage }
+    pub(crate) fn new(storage: Arc<Storage>, hydration: Option<Arc<Hydration>>) -> Self {
+        Self { storage, hydration }
     }
 }
 
@@ -29,7 +32,7 @@ impl SchemaProvider for StrataSchema {
         Ok(self
             .storage
             .table(name)
-            .map(|t| Arc::new(StrataTable::new(t)) as Arc<dyn TableProvider>))
+            .map(|t| Arc::new(StrataTable::hydrating(t, self.hydration.clone())) as Arc<dyn TableProvider>))
     }
 
     fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> DfResult<Option<Arc<dyn TableProvider>>> {

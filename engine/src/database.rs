@@ -19,7 +19,8 @@ use crate::checkpoint::{CheckpointStatus, Checkpoints, WATCHDOG_TICK};
 use crate::config::Settings;
 use crate::copy::{CopyFormat, copy_rows};
 use crate::error::{EngineError, Result};
-use crate::functions::{BackupsFunction, CheckpointStatusFunction, ReplicationStatusFunction};
+use crate::functions::{BackupsFunction, CheckpointStatusFunction, ReplicationStatusFunction, RestoreStatusFunction};
+use crate::hydration::{Hydration, RestoreStatus};
 use crate::replication::{Replication, ReplicationStatus};
 use crate::startup::PendingRestore;
 
@@ -32,6 +33,8 @@ pub struct Database {
     checkpoints: Arc<Checkpoints>,
     backups: Arc<Backups>,
     replication: Arc<Replication>,
+    /// Set when an instant restore's files were still arriving at the start.
+    hydration: Option<Arc<Hydration>>,
     ctx: Arc<SessionContext>,
     settings: Settings,
     cancel: CancellationToken,
@@ -73,11 +76,16 @@ impl Database {
         let checkpoints = Arc::new(Checkpoints::new(storage.clone(), settings.checkpoint, record));
         let cancel = CancellationToken::new();
         let backups = Arc::new(Backups::open(storage.clone(), settings.backup.clone(), cancel.clone()).await?);
+        let hydration = Hydration::open(&storage, &settings.backup)?;
+        if let Some(h) = &hydration {
+            tasks.push(tokio::spawn(h.clone().run(cancel.clone())));
+        }
         let ctx = Arc::new(session_context(
             storage.clone(),
             checkpoints.clone(),
             backups.clone(),
             replication.clone(),
+            hydration.clone(),
         )?);
         if settings.replication.primary {
             let conn = match &settings.replication.object_store {
@@ -97,6 +105,7 @@ impl Database {
             checkpoints,
             backups,
             replication,
+            hydration,
             ctx,
             settings,
             cancel,
@@ -209,6 +218,13 @@ impl Database {
 
     /// `CHECKPOINT CREATE`; returns the checkpoint's start time (micros).
     pub async fn checkpoint_create(&self) -> Result<i64> {
+        if self.hydration.as_ref().is_some_and(|h| !h.is_complete()) {
+            return Err(EngineError::State(
+                "an instant restore is still fetching this database's files (see restore_status()), and a copy \
+                 made now would miss them; create the checkpoint once it is complete"
+                    .into(),
+            ));
+        }
         let c = self.checkpoints.clone();
         blocking(move || c.create()).await
     }
@@ -228,6 +244,11 @@ impl Database {
     /// How commit shipping goes (`replication_status()`).
     pub fn replication_status(&self) -> ReplicationStatus {
         self.replication.status()
+    }
+
+    /// How an instant restore's files arrive (`restore_status()`).
+    pub fn restore_status(&self) -> RestoreStatus {
+        self.hydration.as_ref().map_or_else(RestoreStatus::none, |h| h.status())
     }
 
     pub fn checkpoint_status(&self) -> CheckpointStatus {
@@ -362,13 +383,15 @@ fn session_context(
     checkpoints: Arc<Checkpoints>,
     backups: Arc<Backups>,
     replication: Arc<Replication>,
+    hydration: Option<Arc<Hydration>>,
 ) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(session_config());
     let source = backups.source();
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| EngineError::Task(format!("DataFusion catalog '{CATALOG}' missing")))?;
-    catalog.register_schema(SCHEMA, Arc::new(StrataSchema::new(storage)))?;
+    catalog.register_schema(SCHEMA, Arc::new(StrataSchema::new(storage, hydration.clone())))?;
+    ctx.register_udtf("restore_status", Arc::new(RestoreStatusFunction(hydration)));
     ctx.register_udtf("checkpoint_status", Arc::new(CheckpointStatusFunction(checkpoints)));
     ctx.register_udtf("backups", Arc::new(BackupsFunction(backups)));
     ctx.register_udtf("replication_status", Arc::new(ReplicationStatusFunction(replication)));

@@ -1,8 +1,9 @@
-//! Table functions for monitoring: `checkpoint_status()`, `backups()` and `replication_status()`.
+//! Table functions for monitoring: `checkpoint_status()`, `backups()`,
+//! `replication_status()` and `restore_status()`.
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{MemTable, TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -10,6 +11,7 @@ use datafusion::common::{Result as DfResult, plan_err};
 
 use crate::backups::Backups;
 use crate::checkpoint::Checkpoints;
+use crate::hydration::{Hydration, RestoreStatus};
 use crate::replication::Replication;
 
 /// `SELECT * FROM checkpoint_status()`: one row, in_progress / started_at / pinned_bytes.
@@ -23,7 +25,7 @@ impl TableFunctionImpl for CheckpointStatusFunction {
         }
         // Reads in-memory state only: safe at planning time.
         let s = self.0.status();
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
+        let fields = vec![
             Field::new("in_progress", DataType::Boolean, false),
             Field::new(
                 "started_at",
@@ -31,7 +33,7 @@ impl TableFunctionImpl for CheckpointStatusFunction {
                 true,
             ),
             Field::new("pinned_bytes", DataType::Int64, false),
-        ]));
+        ];
         let columns: Vec<ArrayRef> = vec![
             Arc::new(BooleanArray::from(vec![s.in_progress])),
             Arc::new(TimestampMicrosecondArray::from(vec![s.started_at_micros]).with_timezone("UTC")),
@@ -39,8 +41,7 @@ impl TableFunctionImpl for CheckpointStatusFunction {
                 i64::try_from(s.pinned_bytes).unwrap_or(i64::MAX),
             ])),
         ];
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        one_row(fields, columns)
     }
 }
 
@@ -153,7 +154,7 @@ impl TableFunctionImpl for ReplicationStatusFunction {
         }
         let s = self.0.status();
         let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
+        let fields = vec![
             Field::new("role", DataType::Utf8, false),
             Field::new("state", DataType::Utf8, false),
             Field::new("last_shipped_ts", ts(), true),
@@ -162,7 +163,7 @@ impl TableFunctionImpl for ReplicationStatusFunction {
             Field::new("window_start", ts(), true),
             Field::new("window_end", ts(), true),
             Field::new("last_error", DataType::Utf8, true),
-        ]));
+        ];
         let instant = |micros: Option<i64>| -> ArrayRef {
             Arc::new(TimestampMicrosecondArray::from(vec![micros]).with_timezone("UTC"))
         };
@@ -178,7 +179,49 @@ impl TableFunctionImpl for ReplicationStatusFunction {
             instant(s.window.map(|w| w.end)),
             Arc::new(StringArray::from(vec![s.last_error])),
         ];
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        one_row(fields, columns)
+    }
+}
+
+/// A table of one row: `fields` and a value for each.
+fn one_row(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<dyn TableProvider>> {
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// `SELECT * FROM restore_status()`: one row, how an instant restore's files arrive.
+#[derive(Debug)]
+pub(crate) struct RestoreStatusFunction(pub(crate) Option<Arc<Hydration>>);
+
+impl TableFunctionImpl for RestoreStatusFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        if !args.exprs().is_empty() {
+            return plan_err!("restore_status() takes no arguments");
+        }
+        let s = self.0.as_ref().map_or_else(RestoreStatus::none, |h| h.status());
+        let int = |n: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![i64::try_from(n).unwrap_or(i64::MAX)])) };
+        one_row(
+            vec![
+                Field::new("state", DataType::Utf8, false),
+                Field::new("backup_timestamp", DataType::Utf8, true),
+                Field::new("files_total", DataType::Int64, false),
+                Field::new("files_local", DataType::Int64, false),
+                Field::new("bytes_total", DataType::Int64, false),
+                Field::new("bytes_local", DataType::Int64, false),
+                Field::new("bytes_per_second", DataType::Float64, false),
+                Field::new("last_error", DataType::Utf8, true),
+            ],
+            vec![
+                Arc::new(StringArray::from(vec![s.state])),
+                Arc::new(StringArray::from(vec![s.backup_timestamp])),
+                int(s.files_total),
+                int(s.files_local),
+                int(s.bytes_total),
+                int(s.bytes_local),
+                Arc::new(Float64Array::from(vec![s.bytes_per_second])),
+                Arc::new(StringArray::from(vec![s.last_error])),
+            ],
+        )
     }
 }

@@ -23,6 +23,7 @@ mod copy;
 mod database;
 mod error;
 mod functions;
+mod hydration;
 mod metrics;
 mod provider;
 mod pruning;
@@ -41,6 +42,7 @@ pub use config::{
 pub use copy::CopyFormat;
 pub use database::{CATALOG, Database, SCHEMA};
 pub use error::{EngineError, Result};
+pub use hydration::RestoreStatus;
 pub use provider::StrataTable;
 pub use replication::ReplicationStatus;
 pub use startup::{BACKUP_RESTORE_KEYS, BACKUP_RESTORE_TRIGGER, RESTORE_TRIGGER};

@@ -19,18 +19,42 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Sen
 use futures::StreamExt;
 use storage::Table;
 
+use crate::backup_table::reading_remote_files;
 use crate::error::EngineError;
+use crate::hydration::Hydration;
 use crate::pruning::TimeRange;
 
 /// A table as DataFusion sees it. Cheap to create: it holds the storage handle.
 #[derive(Debug)]
 pub struct StrataTable {
     table: Arc<Table>,
+    /// While an instant restore's files arrive: those not here are read where they lie.
+    hydration: Option<Arc<Hydration>>,
 }
 
 impl StrataTable {
     pub fn new(table: Arc<Table>) -> Self {
-        Self { table }
+        Self::hydrating(table, None)
+    }
+
+    pub(crate) fn hydrating(table: Arc<Table>, hydration: Option<Arc<Hydration>>) -> Self {
+        let hydration = hydration.filter(|h| !h.is_complete());
+        Self { table, hydration }
+    }
+
+    /// A file as the scan reads it: from the store while it is not here yet.
+    fn partitioned_file(&self, f: &storage::DataFile) -> PartitionedFile {
+        let remote = self
+            .hydration
+            .as_ref()
+            .and_then(|h| h.remote_file(self.table.name(), &f.path));
+        match remote {
+            Some(remote) => PartitionedFile::new(remote.file().object.clone(), f.bytes).with_extension(remote),
+            None => {
+                let path = self.table.file_path(f);
+                PartitionedFile::new(path.to_string_lossy().trim_start_matches('/').to_string(), f.bytes)
+            }
+        }
     }
 }
 
@@ -62,15 +86,14 @@ impl TableProvider for StrataTable {
             .files
             .iter()
             .filter(|f| range.may_contain(f))
-            .map(|f| {
-                let path = self.table.file_path(f);
-                PartitionedFile::new(path.to_string_lossy().trim_start_matches('/').to_string(), f.bytes)
-            })
+            .map(|f| self.partitioned_file(f))
             .collect();
         // DataFusion's filter pushdown hands the predicate to the Parquet source for
         // row-group pruning; here we only choose files.
         let source =
             ParquetSource::new(self.schema()).with_table_parquet_options(state.table_options().parquet.clone());
+        let remote = files.iter().any(|f| f.extension::<Arc<backup::RemoteFile>>().is_some());
+        let source = if remote { reading_remote_files(source) } else { source };
         parquet_scan(source, files, state, projection, limit)
     }
 

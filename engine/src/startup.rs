@@ -16,7 +16,8 @@
 //! (else server.conf's), `backup.instance.name` (needed only when the store holds
 //! several), `backup.restore.timestamp` (else the latest complete backup),
 //! `backup.encryption.key` or `backup.encryption.key.file` (else server.conf's key,
-//! if any). After a backup restore the server answers queries at once while the
+//! if any), `backup.restore.mode` (`full`, the default, or `instant`: see
+//! `hydration.rs`). After a full backup restore the server answers queries at once while the
 //! file system is synced in the background; commits wait until that is done. The
 //! trigger is removed only after the restored database is durable, so a crash at
 //! any point either repeats the restore or finds it complete. A failure leaves the
@@ -43,6 +44,7 @@ pub const BACKUP_RESTORE_KEYS: &[&str] = &[
     "backup.restore.timestamp",
     "backup.encryption.key",
     "backup.encryption.key.file",
+    "backup.restore.mode",
 ];
 
 /// A restored database being served before its files are durable.
@@ -128,25 +130,7 @@ async fn restore_from_backup(
         RestoreState::Clean | RestoreState::Failed { .. } => {}
     }
     let props = read_trigger(&trigger)?;
-    let conn = match props.get("backup.object.store") {
-        Some(c) => c.clone(),
-        None => settings.store_connection(root),
-    };
-    let cipher = match (
-        props.get("backup.encryption.key"),
-        props.get("backup.encryption.key.file"),
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(trigger_error(
-                &trigger,
-                "set either backup.encryption.key or backup.encryption.key.file, not both",
-            ));
-        }
-        (Some(key), None) => Some(backup::Cipher::from_base64(key)?),
-        (None, Some(path)) => Some(backup::Cipher::from_key_file(Path::new(path))?),
-        (None, None) => settings.encryption.clone(),
-    };
-    let store = settings.open_store(&conn, cipher)?;
+    let store = store_of(&trigger, &props, settings, root)?;
     let selector = Selector {
         instance: props.get("backup.instance.name").cloned(),
         timestamp: props.get("backup.restore.timestamp").cloned(),
@@ -157,6 +141,19 @@ async fn restore_from_backup(
         store.display(),
         trigger.display()
     );
+    match props.get("backup.restore.mode").map(String::as_str) {
+        None | Some("full") => {}
+        Some("instant") => {
+            install_for_instant_restore(root, &trigger, &store, &selector).await?;
+            return Ok(None);
+        }
+        Some(other) => {
+            return Err(trigger_error(
+                &trigger,
+                format!("backup.restore.mode must be 'full' or 'instant', not '{other}'"),
+            ));
+        }
+    }
     let steps = backup::PercentSteps::new(10);
     let log_progress = |done: u64, total: u64| {
         if let Some(p) = steps.crossed(done, total) {
@@ -179,6 +176,85 @@ async fn restore_from_backup(
         unsynced,
         root: root.to_path_buf(),
     }))
+}
+
+/// The store a trigger file names (or server.conf's), with its key.
+fn store_of(
+    trigger: &Path,
+    props: &HashMap<String, String>,
+    settings: &BackupSettings,
+    root: &Path,
+) -> Result<backup::Store> {
+    let conn = match props.get("backup.object.store") {
+        Some(c) => c.clone(),
+        None => settings.store_connection(root),
+    };
+    let cipher = match (
+        props.get("backup.encryption.key"),
+        props.get("backup.encryption.key.file"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(trigger_error(
+                trigger,
+                "set either backup.encryption.key or backup.encryption.key.file, not both",
+            ));
+        }
+        (Some(key), None) => Some(backup::Cipher::from_base64(key)?),
+        (None, Some(path)) => Some(backup::Cipher::from_key_file(Path::new(path))?),
+        (None, None) => settings.encryption.clone(),
+    };
+    Ok(settings.open_store(&conn, cipher)?)
+}
+
+/// The store a copy of a trigger file at `path` names; server.conf's when
+/// there is no such file.
+pub(crate) fn store_named_by(path: &Path, settings: &BackupSettings, root: &Path) -> Result<backup::Store> {
+    let props = if path.exists() {
+        read_trigger(path)?
+    } else {
+        HashMap::new()
+    };
+    store_of(path, &props, settings, root)
+}
+
+/// `backup.restore.mode=instant`: installs the state's catalog (no data
+/// files) with what the hydration needs to resume, durably, then removes the
+/// trigger; the files arrive while the database serves (`hydration.rs`).
+async fn install_for_instant_restore(
+    root: &Path,
+    trigger: &Path,
+    store: &backup::Store,
+    selector: &Selector,
+) -> Result<()> {
+    let source = std::fs::read(trigger).map_err(|e| trigger_error(trigger, e.to_string()))?;
+    let extra = [(crate::hydration::HYDRATION_SOURCE, source.as_slice())];
+    let (report, _, unsynced) = backup::restore_catalog(store, selector, root, &extra)
+        .await
+        .map_err(|source| EngineError::backup_during(format!("restore from {} failed", trigger.display()), source))?;
+    // It may hold the store's secrets, like the trigger did.
+    let copy = storage::db_dir(root).join(crate::hydration::HYDRATION_SOURCE);
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(|source| {
+        storage::StorageError::Io {
+            context: format!("restricting {}", copy.display()),
+            source,
+        }
+    })?;
+    let root_owned = root.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        unsynced.make_durable()?;
+        remove_trigger(&root_owned, BACKUP_RESTORE_TRIGGER)?;
+        Ok(storage::clear_restore_markers(&root_owned)?)
+    })
+    .await??;
+    tracing::info!(
+        instance = %report.instance,
+        tables = ?report.tables,
+        files = report.files,
+        bytes = report.bytes,
+        "installed the catalog of backup {} (instant restore); its files arrive while it serves",
+        report.backup_timestamp
+    );
+    Ok(())
 }
 
 /// Rolls a root copied during a checkpoint back to that checkpoint (blocking).

@@ -15,7 +15,9 @@ use crate::commit::{COMMIT_FORMAT_VERSION, Commit, DataFile};
 use crate::error::{IoContext, Result, StorageError};
 use crate::journal::{ChangeKind, JournalEntry};
 use crate::meta::TableMeta;
-use crate::paths::{COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, check_rel_path, db_dir};
+use crate::paths::{
+    ARRIVING_FILE, COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, check_rel_path, db_dir,
+};
 use crate::storage::{Storage, write_meta};
 use crate::table::Table;
 use crate::writer::new_data_file_rel;
@@ -40,6 +42,8 @@ pub struct TableBuild {
     meta: TableMeta,
     dir: PathBuf,
     files: Vec<DataFile>,
+    /// Paths of files recorded by [`TableBuild::add_absent_file`].
+    absent: Vec<String>,
 }
 
 impl TableBuild {
@@ -50,6 +54,7 @@ impl TableBuild {
             meta,
             dir,
             files: Vec::new(),
+            absent: Vec::new(),
         })
     }
 
@@ -66,6 +71,16 @@ impl TableBuild {
             create_dir_durable(parent)?;
         }
         Ok(path)
+    }
+
+    /// Records a data file that is not here yet: it arrives later, in its folder
+    /// (an instant restore). Only its location is checked; its partition folder
+    /// is made now.
+    pub fn add_absent_file(&mut self, file: DataFile) -> Result<()> {
+        self.file_path(&file)?;
+        self.absent.push(file.path.clone());
+        self.files.push(file);
+        Ok(())
     }
 
     /// Records a data file written at `file_path(file)`, after checking that it is
@@ -310,6 +325,8 @@ fn check_no_failed_restore(root: &Path) -> Result<()> {
 pub struct DatabaseBuild {
     root: PathBuf,
     staging: PathBuf,
+    /// `table<TAB>path` of every absent file of the finished tables.
+    arriving: std::sync::Mutex<Vec<String>>,
 }
 
 impl DatabaseBuild {
@@ -325,6 +342,7 @@ impl DatabaseBuild {
         Ok(Self {
             root: root.to_path_buf(),
             staging,
+            arriving: Default::default(),
         })
     }
 
@@ -343,7 +361,10 @@ impl DatabaseBuild {
 
     /// Seals a table whose files are all in place, with its commit version.
     pub fn finish_table(&self, mut table: TableBuild, version: u64) -> Result<()> {
-        table.seal(version)
+        table.seal(version)?;
+        let mut arriving = self.arriving.lock().unwrap_or_else(|p| p.into_inner());
+        arriving.extend(table.absent.iter().map(|p| format!("{}\t{p}", table.meta.name)));
+        Ok(())
     }
 
     /// Writes the data id and `extra` plain files into the new `db/`, then renames
@@ -363,6 +384,10 @@ impl DatabaseBuild {
                 });
             }
             write_atomic(&db.join(name), bytes)?;
+        }
+        let arriving = self.arriving.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        if !arriving.is_empty() {
+            write_atomic(&db.join(ARRIVING_FILE), arriving.as_bytes())?;
         }
         write_atomic(&db.join(UNSYNCED_MARKER), b"")?;
         write_atomic(&db.join(DATA_ID_FILE), data_id.as_bytes())?;

@@ -14,6 +14,9 @@ pub(crate) const DROPPED_MARKER: &str = "_dropped";
 /// Tables being created are built here, then renamed into place.
 pub(crate) const STAGING_PREFIX: &str = ".creating-";
 pub(crate) const DATA_EXT: &str = "parquet";
+/// Lists committed data files that are not here yet and arrive later (an
+/// instant restore), one `table<TAB>path` a line; gone once all arrived.
+pub(crate) const ARRIVING_FILE: &str = ".arriving";
 
 const MAX_TABLE_NAME: usize = 127;
 

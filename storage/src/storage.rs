@@ -1,5 +1,5 @@
 //! The set of tables under `ROOT/db/`, their creation and removal, snapshots and pins.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +13,8 @@ use crate::housekeeping::HousekeepingSettings;
 use crate::journal::{ChangeKind, Journal, JournalEntry};
 use crate::meta::TableMeta;
 use crate::paths::{
-    COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir, validate_table_name,
+    ARRIVING_FILE, COMMIT_FILE, DATA_ID_FILE, DROPPED_MARKER, META_FILE, STAGING_PREFIX, TRASH_DIR, db_dir,
+    validate_table_name,
 };
 use crate::snapshot::{Pin, PinId, Pins, Snapshot, TableSnapshot};
 use crate::table::{Shared, Table};
@@ -51,6 +52,7 @@ impl Storage {
         create_dir_durable(&db)?;
         let data_id = load_or_create_data_id(&db)?;
         let shared = Arc::new(Shared::new(clock.clone()));
+        let arriving = read_arriving(&db)?;
         let mut tables = BTreeMap::new();
         for entry in std::fs::read_dir(&db).ctx(|| format!("listing {}", db.display()))? {
             let entry = entry.ctx(|| format!("listing {}", db.display()))?;
@@ -64,7 +66,7 @@ impl Storage {
             if name.starts_with('.') || !path.is_dir() || path.join(DROPPED_MARKER).exists() {
                 continue;
             }
-            let table = load_table(&path, shared.clone(), checkpoint)?;
+            let table = load_table(&path, shared.clone(), checkpoint, &arriving)?;
             tables.insert(table.name().to_string(), Arc::new(table));
         }
         Ok(Arc::new(Self {
@@ -296,6 +298,17 @@ impl Storage {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
+    /// Every file [`ARRIVING_FILE`] listed has arrived (or is no longer
+    /// committed): from now on a missing file is an error again.
+    pub fn all_arrived(&self) -> Result<()> {
+        let path = self.db_dir.join(ARRIVING_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => fsync_dir(&self.db_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx(|| format!("removing {}", path.display())),
+        }
+    }
+
     pub fn housekeeping_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst) > 0
     }
@@ -429,9 +442,36 @@ pub(crate) fn read_table_files(dir: &Path) -> Result<(TableMeta, Commit)> {
     Ok((meta, commit))
 }
 
-fn load_table(dir: &Path, shared: Arc<Shared>, checkpoint: Option<&Snapshot>) -> Result<Table> {
+/// The files [`ARRIVING_FILE`] says may be absent, as `(table, path)`.
+fn read_arriving(db: &Path) -> Result<HashSet<(String, String)>> {
+    let path = db.join(ARRIVING_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('\t') {
+            Some((t, p)) => Ok((t.to_string(), p.to_string())),
+            None => Err(StorageError::Corrupt {
+                path: path.clone(),
+                reason: format!("line '{l}' is not table<TAB>path"),
+            }),
+        })
+        .collect()
+}
+
+fn load_table(
+    dir: &Path,
+    shared: Arc<Shared>,
+    checkpoint: Option<&Snapshot>,
+    arriving: &HashSet<(String, String)>,
+) -> Result<Table> {
     let (meta, mut commit) = read_table_files(dir)?;
-    if let Some(missing) = commit.files.iter().find(|f| !dir.join(&f.path).is_file()) {
+    let absent =
+        |f: &crate::DataFile| !dir.join(&f.path).is_file() && !arriving.contains(&(meta.name.clone(), f.path.clone()));
+    if let Some(missing) = commit.files.iter().find(|f| absent(f)) {
         let recorded = checkpoint
             .and_then(|s| s.tables.get(&meta.name))
             .filter(|t| t.meta.as_ref() == &meta && t.commit.files.iter().all(|f| dir.join(&f.path).is_file()));

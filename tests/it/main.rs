@@ -13,6 +13,7 @@ mod disk_full;
 mod encryption;
 mod housekeeping;
 mod in_place;
+mod instant_restore;
 mod logs;
 mod ops;
 mod queries;
