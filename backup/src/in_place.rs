@@ -3,11 +3,13 @@
 //! only the footers and column chunks it needs and nothing is written to a
 //! database.
 //!
-//! A raw object is read by range (its size checked against the manifest on
-//! every read); a sealed one by the 1 MiB segments covering the range, each
-//! authenticated; a `.zst` object cannot be read by range, so it is fetched
-//! whole the first time (checked by size and blake3 like a restore) into a
-//! temporary file and read from there.
+//! A raw object is read by whole 64 KiB groups, each checked against the
+//! file's blake3 tree stored beside it (`tree.rs`; a file of one group
+//! against its hash); a sealed one by the 1 MiB segments covering the range,
+//! each authenticated; a `.zst` object cannot be read by range, so it is
+//! fetched whole the first time (checked by size and blake3 like a restore)
+//! into a temporary file and read from there. No byte is used unchecked,
+//! except of raw objects stored before trees were (checked by size only).
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -18,9 +20,10 @@ use tokio::sync::OnceCell;
 use crate::catalog::{Selector, locate};
 use crate::crypto::{NEEDS_KEY, SealedRange};
 use crate::error::{BackupError, Result};
-use crate::layout::{Codec, Object};
+use crate::layout::{Codec, Object, tree_name};
 use crate::manifest::{BackedUpFile, TableEntry};
-use crate::store::Store;
+use crate::store::{MISSING, Store};
+use crate::tree::{GROUP, Tree, has_tree};
 
 /// One table as a backup (or the commit log, at an instant) holds it.
 #[derive(Debug, Clone)]
@@ -67,7 +70,12 @@ fn coalesce(ranges: &[Range<u64>]) -> Vec<Range<u64>> {
 
 /// How an object is opened for ranged reads, found on its first read.
 enum Opened {
-    Raw,
+    /// Read by whole groups, each checked against the file's stored tree.
+    Tree(Tree),
+    /// A file of one group: read whole and checked against its hash.
+    Whole,
+    /// An unencrypted object stored before trees were: checked by size only.
+    Unchecked,
     /// The object's header (magic and nonce).
     Sealed(Bytes),
     /// The whole file, fetched and checked (deleted when dropped).
@@ -129,22 +137,52 @@ impl RemoteFile {
         {
             return Ok(tail.slice((range.start - at) as usize..(range.end - at) as usize));
         }
-        let bytes = self.read_uncached(range.clone()).await?;
-        if range.end == len && range.end - range.start <= TAIL_KEPT {
-            *self.tail.lock().unwrap_or_else(|p| p.into_inner()) = Some((range.start, bytes.clone()));
+        let (at, bytes) = self.read_uncached(range.clone()).await?;
+        if at + bytes.len() as u64 == len && bytes.len() as u64 <= TAIL_KEPT {
+            *self.tail.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, bytes.clone()));
         }
-        Ok(bytes)
+        Ok(bytes.slice((range.start - at) as usize..(range.end - at) as usize))
     }
 
-    async fn read_uncached(&self, range: Range<u64>) -> Result<Bytes> {
+    /// Bytes covering `range`, checked, and where they start (a check may need
+    /// whole groups).
+    async fn read_uncached(&self, range: Range<u64>) -> Result<(u64, Bytes)> {
         let len = self.file.file.bytes;
+        let corrupt = |reason: String| BackupError::BadObject {
+            key: self.key(),
+            reason,
+        };
         match self.opened.get_or_try_init(|| self.open()).await? {
-            Opened::Raw => self.stored(range).await,
+            Opened::Unchecked => Ok((range.start, self.stored(range).await?)),
+            Opened::Whole => {
+                let bytes = self.stored(0..len).await?;
+                let hash = blake3::hash(&bytes).to_hex().to_string();
+                if hash != self.file.file.hash {
+                    return Err(corrupt(format!(
+                        "content hash {hash} differs from the manifest's {} (corrupt object)",
+                        self.file.file.hash
+                    )));
+                }
+                Ok((0, bytes))
+            }
+            Opened::Tree(tree) => {
+                let widened = tree.widen(&range);
+                let bytes = self.stored(widened.clone()).await?;
+                if !tree.holds(&widened, &bytes) {
+                    return Err(corrupt(format!(
+                        "bytes {widened:?} do not match the file's blake3 tree (corrupt object)"
+                    )));
+                }
+                Ok((widened.start, bytes))
+            }
             Opened::Sealed(header) => {
                 let cipher = self.cipher()?;
-                let sealed = SealedRange::new(range, len);
+                let sealed = SealedRange::new(range.clone(), len);
                 let stored = self.stored(sealed.stored()).await?;
-                Ok(cipher.open_range(header, &sealed, &stored, &self.key())?.into())
+                Ok((
+                    range.start,
+                    cipher.open_range(header, &sealed, &stored, &self.key())?.into(),
+                ))
             }
             Opened::Fetched(local) => {
                 let local = local.clone();
@@ -155,7 +193,7 @@ impl RemoteFile {
                         .as_file()
                         .read_exact_at(&mut buf, range.start)
                         .map_err(|e| BackupError::Other(format!("reading the fetched copy of {key}: {e}")))?;
-                    Ok(Bytes::from(buf))
+                    Ok((range.start, Bytes::from(buf)))
                 })
                 .await
                 .map_err(|e| BackupError::Other(e.to_string()))?
@@ -195,7 +233,7 @@ impl RemoteFile {
 
     async fn open(&self) -> Result<Opened> {
         match (self.file.codec, self.file.encrypted) {
-            (Codec::Raw, false) => Ok(Opened::Raw),
+            (Codec::Raw, false) => self.open_tree().await,
             (Codec::Raw, true) => {
                 self.cipher()?;
                 Ok(Opened::Sealed(self.stored(SealedRange::header()).await?))
@@ -207,6 +245,33 @@ impl RemoteFile {
                 Ok(Opened::Fetched(Arc::new(local)))
             }
         }
+    }
+
+    /// The stored tree of an unencrypted raw object, checked against the file's hash.
+    async fn open_tree(&self) -> Result<Opened> {
+        let len = self.file.file.bytes;
+        if !has_tree(len) {
+            return Ok(Opened::Whole);
+        }
+        let name = tree_name(&self.file.file.hash);
+        let size = len.div_ceil(GROUP) * 32;
+        let stored = match self.store.read_range(&self.instance, &name, 0..size, size).await {
+            Ok(stored) => stored,
+            Err(BackupError::BadObject { reason, .. }) if reason == MISSING => {
+                tracing::warn!(
+                    "{} has no blake3 tree beside it (stored before trees were): its ranges are checked by size only",
+                    self.key()
+                );
+                return Ok(Opened::Unchecked);
+            }
+            Err(e) => return Err(e),
+        };
+        Tree::parse(&stored, len, &self.file.file.hash)
+            .map(Opened::Tree)
+            .map_err(|reason| BackupError::BadObject {
+                key: self.store.key_of(&self.instance, Object::File(&name)).to_string(),
+                reason,
+            })
     }
 
     async fn stored(&self, range: Range<u64>) -> Result<Bytes> {
@@ -306,6 +371,40 @@ mod tests {
         let fresh = RemoteFile::new(plain.clone(), "test-instance", f.file.clone());
         let err = fresh.read(0..4).await.unwrap_err().to_string();
         assert!(err.contains(&f.key()) && err.contains("the manifest says"), "{err}");
+
+        // A changed byte anywhere is caught by the file's blake3 tree, in the group read.
+        let mut flipped = bytes.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 1;
+        std::fs::write(&on_disk, &flipped).unwrap();
+        let fresh = RemoteFile::new(plain.clone(), "test-instance", f.file.clone());
+        let at = at as u64;
+        let err = fresh.read(at..at + 1).await.unwrap_err().to_string();
+        assert!(err.contains(&f.key()) && err.contains("blake3 tree"), "{err}");
+        fresh.read(0..4).await.expect("other groups still read");
+        std::fs::write(&on_disk, &bytes).unwrap();
+
+        // So is a changed tree; a missing one (objects stored before trees) leaves size checks only.
+        let tree = dir
+            .path()
+            .join(format!("_backup/test-instance/{}", tree_name(&f.file.file.hash)));
+        let stored_tree = std::fs::read(&tree).unwrap();
+        let mut altered = stored_tree.clone();
+        altered[0] ^= 1;
+        std::fs::write(&tree, &altered).unwrap();
+        let fresh = RemoteFile::new(plain.clone(), "test-instance", f.file.clone());
+        let err = fresh.read(0..4).await.unwrap_err().to_string();
+        assert!(
+            err.contains(".b3") && err.contains("does not hash to the file's"),
+            "{err}"
+        );
+        std::fs::remove_file(&tree).unwrap();
+        let fresh = RemoteFile::new(plain.clone(), "test-instance", f.file.clone());
+        assert_eq!(&fresh.read(0..4).await.unwrap()[..], &bytes[..4]);
+
+        // The next backup stores the missing tree again, reading the local file.
+        backup(&s, &plain, 1_500, 10).await;
+        assert_eq!(std::fs::read(&tree).unwrap(), stored_tree);
 
         // Sealed: only the segments read are fetched, each authenticated.
         let sealed_dir = tempfile::tempdir().unwrap();

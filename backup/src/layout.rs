@@ -124,6 +124,19 @@ pub fn object_name(hash: &str, codec: Codec, encrypted: bool) -> String {
     format!("files/{shard}/{hash}.{}{enc}", codec.extension())
 }
 
+/// The blake3 tree stored beside a raw object of the file with `hash` (see
+/// `tree.rs`), named by the file's hash like its object.
+pub fn tree_name(hash: &str) -> String {
+    let shard = hash.get(..2).unwrap_or("00");
+    format!("files/{shard}/{hash}.b3")
+}
+
+/// The tree that goes with `object`, when it is a raw unencrypted one.
+pub fn tree_of_object(object: &str) -> Option<String> {
+    let hash = object.strip_prefix("files/")?.split_once('/')?.1.strip_suffix(".raw")?;
+    Some(tree_name(hash))
+}
+
 pub fn manifests_dir(instance: &str) -> String {
     format!("{}/manifests", instance_dir(instance))
 }
@@ -234,6 +247,12 @@ mod tests {
     fn keys() {
         assert_eq!(object_name("abcdef", Codec::Zst, false), "files/ab/abcdef.zst");
         assert_eq!(object_name("abcdef", Codec::Raw, true), "files/ab/abcdef.raw.enc");
+        assert_eq!(
+            tree_of_object("files/ab/abcdef.raw").as_deref(),
+            Some("files/ab/abcdef.b3")
+        );
+        assert_eq!(tree_of_object("files/ab/abcdef.raw.enc"), None);
+        assert_eq!(tree_of_object("files/ab/abcdef.zst"), None);
         assert_eq!(manifest_key("a-b-c", 42), "_backup/a-b-c/manifests/42.json");
         assert_eq!(micros_of("_backup/x/manifests/42.json"), Some(42));
         assert_eq!(micros_of("_backup/x/manifests/x.json"), None);

@@ -38,6 +38,7 @@ mod throttle;
 mod transfer;
 #[cfg(test)]
 mod transfer_tests;
+mod tree;
 mod upload;
 mod verify;
 #[cfg(test)]

@@ -13,7 +13,9 @@ use std::collections::HashSet;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone};
 
 use crate::error::{BackupError, Result};
-use crate::layout::{Folder, Object, format_timestamp, history_object, history_of, micros_of, verification_of};
+use crate::layout::{
+    Folder, Object, format_timestamp, history_object, history_of, micros_of, tree_of_object, verification_of,
+};
 use crate::manifest::Manifest;
 use crate::store::Store;
 
@@ -254,6 +256,9 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
         referenced.extend(m.tables.into_iter().flat_map(|t| t.files.into_iter().map(|f| f.object)));
     }
     referenced.extend(crate::log::trim(store, instance, oldest_kept).await?);
+    // A raw object's blake3 tree lives as long as the object.
+    let trees: Vec<String> = referenced.iter().filter_map(|o| tree_of_object(o)).collect();
+    referenced.extend(trees);
     for micros in &plan.doomed {
         store.delete(instance, Object::Manifest(*micros)).await?;
         report.manifests_deleted += 1;

@@ -21,12 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{BackupError, Result};
 use crate::history::{BackupRecord, Status, put_history};
-use crate::layout::{Codec, Folder, HistoryEvent, Object, format_timestamp, object_name};
+use crate::layout::{Codec, Folder, HistoryEvent, Object, format_timestamp, object_name, tree_of_object};
 use crate::manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntry};
 use crate::retention::CleanupPlan;
 use crate::store::Store;
 use crate::throttle::Limits;
-use crate::upload::upload_file;
+use crate::tree::has_tree;
+use crate::upload::{upload_file, upload_tree};
 
 /// Everything one backup needs.
 #[derive(Debug, Clone)]
@@ -149,6 +150,8 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     let mut objects: HashMap<String, (String, Codec, u64)> = HashMap::new();
     let mut to_upload: Vec<(String, PathBuf, u64)> = Vec::new();
     let mut queued: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Raw objects already stored without their tree (stored before trees were).
+    let mut trees_to_upload: Vec<(String, PathBuf)> = Vec::new();
     for (name, table) in &job.snapshot.tables {
         let dir = job
             .table_dirs
@@ -161,6 +164,9 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             }
             match stored_object(&existing, f, job.store.encrypts()) {
                 Some(found) => {
+                    if tree_of_object(&found.0).is_some_and(|t| has_tree(f.bytes) && !existing.contains_key(&t)) {
+                        trees_to_upload.push((f.hash.clone(), dir.join(&f.path)));
+                    }
                     objects.insert(f.hash.clone(), found);
                     update(progress, |r| r.files_done += 1);
                 }
@@ -207,6 +213,12 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             other => other,
         })?;
         objects.insert(hash, obj);
+    }
+    for (hash, path) in &trees_to_upload {
+        if cancel.is_cancelled() {
+            break;
+        }
+        upload_tree(&job.store, &job.instance, hash, path.clone(), &job.limits).await?;
     }
     if cancel.is_cancelled() {
         return Err(BackupError::Aborted(format_timestamp(job.backup_micros)));

@@ -24,6 +24,9 @@ use crate::transfer::{
     part_size,
 };
 
+/// Why a data object could not be read: the store does not hold it.
+pub(crate) const MISSING: &str = "missing from the store";
+
 /// Listings in flight at once in [`Store::list_sharded`].
 const LIST_CONCURRENCY: usize = 16;
 
@@ -520,7 +523,7 @@ impl Store {
         let got = self.inner.get_opts(key, options).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => BackupError::BadObject {
                 key: key.to_string(),
-                reason: "missing from the store".into(),
+                reason: MISSING.into(),
             },
             e => store_err(format!("reading {key}"))(e),
         })?;
@@ -592,7 +595,7 @@ impl Store {
                 };
                 let got = match self.inner.get_opts(&key, options).await {
                     Ok(got) => got,
-                    Err(object_store::Error::NotFound { .. }) => return Err(bad("missing from the store".into())),
+                    Err(object_store::Error::NotFound { .. }) => return Err(bad(MISSING.into())),
                     // A range past the end of an object cut short: say that, not the store's complaint.
                     Err(e) => match self.inner.head(&key).await {
                         Ok(meta) if meta.size != stored_bytes => {

@@ -6,16 +6,18 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::crypto::StreamEncryptor;
 use crate::error::{BackupError, Result};
-use crate::layout::{Codec, object_name};
+use crate::layout::{Codec, object_name, tree_name};
 use crate::store::Store;
 use crate::throttle::Limits;
 use crate::transfer::Piece;
+use crate::tree::{TreeBuilder, has_tree};
 
 /// Files up to this size are read, compressed and stored whole.
 pub(crate) const WHOLE_FILE_MAX: u64 = 8 << 20;
@@ -48,8 +50,14 @@ pub(crate) async fn upload_file(
             let _slot = limits.compression_slot().await;
             blocking(move || whole_file(&path, &hash_owned, level)).await?
         };
+        let tree = (codec == Codec::Raw && has_tree(size)).then(|| {
+            let mut t = TreeBuilder::default();
+            t.update(&body);
+            t.finish()
+        });
         let object = object_name(hash, codec, store.encrypts());
         let stored = store.put_file(instance, &object, Bytes::from(body), limits).await?;
+        put_tree(store, instance, hash, tree, limits).await?;
         return Ok((object, codec, stored));
     }
     // Held for the whole upload of a streamed file: it compresses as it goes.
@@ -68,12 +76,66 @@ pub(crate) async fn upload_file(
     })
     .await?;
     let object = object_name(hash, codec, store.encrypts());
+    let tree = Arc::new(Mutex::new(None));
     let stored = store
         .put_file_streamed(instance, &object, size, limits, || {
-            stream_file(path.clone(), hash.to_string(), codec, level, store.sealer())
+            let tree = (codec == Codec::Raw).then(|| tree.clone());
+            stream_file(path.clone(), hash.to_string(), codec, level, store.sealer(), tree)
         })
         .await?;
+    let tree = tree.lock().unwrap_or_else(|p| p.into_inner()).take();
+    put_tree(store, instance, hash, tree, limits).await?;
     Ok((object, codec, stored))
+}
+
+/// Where a streamed file's tree is left once the whole file was read.
+type TreeOut = Arc<Mutex<Option<Vec<u8>>>>;
+
+/// Stores the tree of a raw file, after its object: an unencrypted object is
+/// then read by range and checked (a sealed one is checked by its segments).
+async fn put_tree(store: &Store, instance: &str, hash: &str, tree: Option<Vec<u8>>, limits: &Limits) -> Result<()> {
+    match tree {
+        Some(tree) if !store.encrypts() => {
+            store
+                .put_file(instance, &tree_name(hash), Bytes::from(tree), limits)
+                .await?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads the file at `path` (which must hash to `recorded`) for its tree, and
+/// stores it: for a raw object stored before trees were, or whose tree a
+/// crash left out.
+pub(crate) async fn upload_tree(
+    store: &Store,
+    instance: &str,
+    recorded: &str,
+    path: PathBuf,
+    limits: &Limits,
+) -> Result<()> {
+    let recorded_owned = recorded.to_string();
+    let tree = blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(io_err(&path, "opening"))?;
+        let (mut hasher, mut tree) = (blake3::Hasher::new(), TreeBuilder::default());
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            let n = read_up_to(&mut file, &mut chunk).map_err(io_err(&path, "reading"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&chunk[..n]);
+            tree.update(&chunk[..n]);
+        }
+        let actual = hasher.finalize().to_hex().to_string();
+        if actual != recorded_owned {
+            return Err(hash_mismatch(&path, &actual, &recorded_owned));
+        }
+        Ok(tree.finish())
+    })
+    .await?;
+    put_tree(store, instance, recorded, Some(tree), limits).await
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -152,10 +214,11 @@ fn stream_file(
     codec: Codec,
     level: i32,
     sealer: Option<StreamEncryptor>,
+    tree: Option<TreeOut>,
 ) -> mpsc::Receiver<Result<Piece>> {
     let (tx, rx) = mpsc::channel(PIECES_QUEUED);
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = read_pieces(&path, &recorded, codec, level, sealer, &tx) {
+        if let Err(e) = read_pieces(&path, &recorded, codec, level, sealer, tree, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });
@@ -168,10 +231,12 @@ fn read_pieces(
     codec: Codec,
     level: i32,
     mut sealer: Option<StreamEncryptor>,
+    tree_out: Option<TreeOut>,
     tx: &mpsc::Sender<Result<Piece>>,
 ) -> Result<()> {
     let mut file = std::fs::File::open(path).map_err(io_err(path, "opening"))?;
     let mut hasher = blake3::Hasher::new();
+    let mut tree = tree_out.as_ref().map(|_| TreeBuilder::default());
     let mut zstd = match codec {
         Codec::Zst => Some(zstd::stream::write::Encoder::new(Vec::new(), level).map_err(zstd_err)?),
         Codec::Raw => None,
@@ -191,6 +256,9 @@ fn read_pieces(
             break;
         }
         hasher.update(&chunk[..n]);
+        if let Some(t) = &mut tree {
+            t.update(&chunk[..n]);
+        }
         let out = match &mut zstd {
             Some(z) => {
                 z.write_all(&chunk[..n]).map_err(zstd_err)?;
@@ -205,6 +273,9 @@ fn read_pieces(
     let actual = hasher.finalize().to_hex().to_string();
     if actual != recorded {
         return Err(hash_mismatch(path, &actual, recorded));
+    }
+    if let (Some(out), Some(t)) = (tree_out, tree) {
+        *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.finish());
     }
     let tail = match zstd {
         Some(z) => z.finish().map_err(zstd_err)?,
@@ -244,7 +315,7 @@ mod tests {
     /// Every piece `stream_file` sends, joined; `Err` if it ended in an error
     /// or without `End`.
     async fn streamed(path: &Path, recorded: &str, codec: Codec, sealer: Option<StreamEncryptor>) -> Result<Vec<u8>> {
-        let mut rx = stream_file(path.to_path_buf(), recorded.to_string(), codec, 3, sealer);
+        let mut rx = stream_file(path.to_path_buf(), recorded.to_string(), codec, 3, sealer, None);
         let mut out = Vec::new();
         while let Some(piece) = rx.recv().await {
             match piece? {
