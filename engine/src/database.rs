@@ -308,6 +308,7 @@ impl Database {
             &self.backups,
             &self.checkpoints,
             &self.replication.status(),
+            &self.restore_status(),
             self.storage.clock().now_micros(),
         )
     }

@@ -1,12 +1,14 @@
 //! The server's figures in Prometheus' text format, computed when scraped: from
 //! the backup history (loaded from the store at start, so "last success" survives
-//! a restart), the checkpoint state, commit shipping and the store's operation counts.
+//! a restart), the checkpoint state, commit shipping, an instant restore's
+//! progress and the store's operation counts.
 //! docs/operations.md lists every metric and ready alert rules.
 use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::backups::Backups;
 use crate::checkpoint::Checkpoints;
 use crate::error::{EngineError, Result};
+use crate::hydration::RestoreStatus;
 use crate::replication::ReplicationStatus;
 
 fn metric_err(e: prometheus::Error) -> EngineError {
@@ -39,6 +41,7 @@ pub(crate) fn render(
     backups: &Backups,
     checkpoints: &Checkpoints,
     replication: &ReplicationStatus,
+    restore: &RestoreStatus,
     now_micros: i64,
 ) -> Result<String> {
     let s = Scrape(Registry::new());
@@ -137,6 +140,19 @@ pub(crate) fn render(
                 seconds(last),
             )?;
         }
+    }
+    // Only while an instant restore's files arrive: page on failing.
+    if matches!(restore.state, "hydrating" | "failed") {
+        s.gauge(
+            "strata_restore_bytes_remaining",
+            "Bytes of the instant restore not yet local",
+            restore.bytes_total.saturating_sub(restore.bytes_local) as f64,
+        )?;
+        s.gauge(
+            "strata_restore_failing",
+            "1 while a file of the instant restore keeps failing (see restore_status() last_error), else 0",
+            if restore.state == "failed" { 1.0 } else { 0.0 },
+        )?;
     }
     if let Some(ops) = backups.store_counts() {
         let by_kind = IntCounterVec::new(

@@ -254,10 +254,28 @@ async fn a_damaged_object_fails_the_queries_that_need_it_and_is_fetched_again_on
         saved.push((path, bytes));
     }
     let root = instant_root(store.path());
-    let server = Server::start(root.path(), Options::default());
+    let server = Server::start(
+        root.path(),
+        Options::default()
+            .conf("metrics.enabled", "true")
+            .conf("http.min.net.bind.to", "127.0.0.1:0"),
+    );
     let c = server.connect().await;
     let failed = wait_for(&c, "the failure shows", |s| s["state"] == "failed").await;
     assert!(failed["last_error"].contains("/files/"), "{failed:?}");
+    let port = server.http_port.expect("the HTTP server");
+    let (_, metrics) = crate::ops::get(port, "/metrics");
+    assert_eq!(
+        crate::ops::sample(&metrics, "strata_restore_failing").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    let remaining: f64 = crate::ops::sample(&metrics, "strata_restore_bytes_remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(remaining > 0.0);
+    crate::ops::promtool_accepts(&metrics);
     let err = c.simple_query("SELECT count(*) FROM t").await.unwrap_err();
     let text = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
     assert_eq!(sqlstate(&err), "XX001", "{text}");
@@ -270,6 +288,12 @@ async fn a_damaged_object_fails_the_queries_that_need_it_and_is_fetched_again_on
     }
     let done = wait_for(&c, "hydration after the repair", |s| s["state"] == "complete").await;
     assert_eq!(done["files_local"], done["files_total"]);
+    let (_, metrics) = crate::ops::get(port, "/metrics");
+    assert_eq!(
+        crate::ops::sample(&metrics, "strata_restore_failing"),
+        None,
+        "gone once complete"
+    );
     for t in ["t", "u"] {
         assert_eq!(table_digest(&c, t).await, expected[t], "{t}");
     }
