@@ -279,10 +279,11 @@ impl Hydration {
         }
     }
 
-    /// Fetches every file, then ends the hydration. Half the store's download
-    /// slots fetch files, so queries reading where the data lies find room.
+    /// Fetches every file, as many at once as the store has download slots
+    /// (queries reading where the data lies queue for the same slots, piece by
+    /// piece, so they are not starved), then ends the hydration.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let workers = (self.store.concurrency().download / 2).max(1);
+        let workers = self.store.concurrency().download.max(1);
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers {
             let this = self.clone();

@@ -9,6 +9,7 @@
 //!
 //! Figures are medians of `--repeat` runs with min and max; see docs/performance.md.
 mod data;
+mod instant;
 mod measure;
 mod peers;
 mod remote;
@@ -101,6 +102,8 @@ enum Step {
     Scale,
     /// 12: commit shipping: RPO under load, PUTs idle and loaded, restore to an instant.
     Shipping,
+    /// 13: instant restore: first query and every file local, beside a full restore.
+    Instant,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -357,9 +360,16 @@ async fn run(args: &Args) -> BenchResult<()> {
 
     let wants = |step: Step| (args.steps.is_empty() && step != Step::Scale) || args.steps.contains(&step);
     let root = work.join("root");
-    if [Step::Full, Step::Incremental, Step::Restore, Step::Foreground, Step::S3]
-        .into_iter()
-        .any(wants)
+    if [
+        Step::Full,
+        Step::Incremental,
+        Step::Restore,
+        Step::Foreground,
+        Step::S3,
+        Step::Instant,
+    ]
+    .into_iter()
+    .any(wants)
     {
         trades(&plan, &root, &peers, &wants, &mut report).await?;
     }
@@ -409,13 +419,19 @@ async fn trades(
     ));
     report.set("database_bytes", json!(db_bytes));
 
-    if wants(Step::Full) || wants(Step::Incremental) || wants(Step::Restore) {
+    if [Step::Full, Step::Incremental, Step::Restore, Step::Instant]
+        .into_iter()
+        .any(wants)
+    {
         let store = full_backup(plan, root, peers, db_bytes, report).await?;
         if wants(Step::Incremental) {
             incremental(plan, root, &store, peers, report).await?;
         }
         if wants(Step::Restore) {
             restore(plan, &store, peers, report).await?;
+        }
+        if wants(Step::Instant) {
+            instant::instant(plan, &store, db_bytes, report).await?;
         }
     }
     if wants(Step::Foreground) {

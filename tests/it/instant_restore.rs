@@ -77,7 +77,7 @@ fn instant_root(store: &Path) -> tempfile::TempDir {
 fn paced() -> Options {
     Options::default()
         .conf("backup.max.bandwidth.mb", "1")
-        .conf("backup.download.concurrency", "2")
+        .conf("backup.download.concurrency", "1")
 }
 
 async fn status(c: &Client) -> BTreeMap<String, String> {
