@@ -1,15 +1,17 @@
 //! Backup: incremental, compressed, content-addressed backups of storage snapshots
 //! to an object store, with manifests written last, history and retention; and
-//! their restore (whole database or one table) and verification.
+//! their restore (whole database, its catalog alone for an instant restore, or
+//! one table), verification, and reads of a backed-up file by range where it lies.
 //!
 //! Owns: the store layout and manifest format (docs/backup-format.md), store
 //! connection strings, instance names, the upload path, retention, and the
-//! download path (every file verified before use).
+//! download path (every file verified before use; every byte of a ranged read
+//! checked: `tree.rs`, `crypto.rs`).
 //! Must not know: SQL, DataFusion or the wire protocol. It reads a pinned
 //! `storage::Snapshot`; the engine decides when to back up.
 //!
 //! Main entry points: [`Store::open`] (the only door to the object store), [`backup_and_cleanup`], [`load_history`],
-//! [`restore_database`], [`restore_table`], [`verify`].
+//! [`restore_database`], [`restore_catalog`], [`restore_table`], [`verify`], [`RemoteFile`].
 
 mod catalog;
 mod connect;

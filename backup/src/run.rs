@@ -214,11 +214,16 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
         })?;
         objects.insert(hash, obj);
     }
+    // Best effort: the backup restores without them (ranged reads of such an
+    // object are then checked by size only), and the local file may not be
+    // there yet (an instant restore still fetching it).
     for (hash, path) in &trees_to_upload {
         if cancel.is_cancelled() {
             break;
         }
-        upload_tree(&job.store, &job.instance, hash, path.clone(), &job.limits).await?;
+        if let Err(e) = upload_tree(&job.store, &job.instance, hash, path.clone(), &job.limits).await {
+            tracing::warn!("could not store the blake3 tree of {}: {e}", path.display());
+        }
     }
     if cancel.is_cancelled() {
         return Err(BackupError::Aborted(format_timestamp(job.backup_micros)));

@@ -3,13 +3,14 @@
 //! arrive. Until a file is here, scans read it where it lies, like
 //! `backup_table()`; a background hydrator fetches each file — queried ones
 //! first, then the newest partitions — checks it (size, blake3, Parquet
-//! footer, rows), makes it durable and renames it into its partition folder,
-//! after which scans read it locally.
+//! footer, rows) and puts it in its partition folder durably (in batches: a
+//! sync, the renames, a sync), after which scans read it locally.
 //!
 //! `db/.hydration.json` (the installed state) and `db/.hydration.source` (the
 //! trigger's text, to reach the store again) stay until every file is here, so
 //! a restart resumes: a file in its final place was checked and synced before
-//! it was renamed there, so it is never fetched again. Housekeeping is paused
+//! it was renamed there, so it is never fetched again (files fetched but not
+//! yet placed are fetched again). Housekeeping is paused
 //! meanwhile (a merge would read files that are not here yet).
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -85,6 +86,8 @@ struct Queue {
     /// The last error of each file that failed, until it succeeds.
     failing: HashMap<FileKey, String>,
     last_error: Option<String>,
+    /// Fetched and checked, not yet in place.
+    ready: Vec<Ready>,
     complete: bool,
 }
 
@@ -103,6 +106,8 @@ pub(crate) struct Hydration {
     backup_timestamp: String,
     limits: backup::Limits,
     queue: Mutex<Queue>,
+    /// Held by the one task putting files in place.
+    placer: tokio::sync::Mutex<()>,
     wake: Notify,
     files_total: u64,
     bytes_total: u64,
@@ -194,6 +199,7 @@ impl Hydration {
             backup_timestamp: state.backup_timestamp,
             limits: backup::Limits::new(settings.max_bandwidth, settings.compression_threads),
             queue: Mutex::new(queue),
+            placer: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             files_total,
             bytes_total,
@@ -329,46 +335,49 @@ impl Hydration {
         }
     }
 
-    async fn hydrate(&self, mut job: Job) {
+    async fn hydrate(&self, job: Job) {
         let Some(remote) = self.lock().remote.get(&job.key).cloned() else {
+            self.lock().in_flight.remove(&job.key);
             return;
         };
-        let outcome = self.fetch_into_place(&job.key.0, &remote).await;
-        let mut q = self.lock();
-        q.in_flight.remove(&job.key);
-        match outcome {
-            Ok(fetched) => {
-                q.remote.remove(&job.key);
-                q.failing.remove(&job.key);
-                drop(q);
-                let bytes = remote.file().file.bytes;
-                self.fetched.fetch_add(fetched, Ordering::Relaxed);
-                self.files_local.fetch_add(1, Ordering::Relaxed);
-                let done = self.bytes_local.fetch_add(bytes, Ordering::Relaxed) + bytes;
-                if let Some(p) = self.progress.crossed(done, self.bytes_total) {
-                    tracing::info!("instant restore: {p}% local ({done} of {} bytes)", self.bytes_total);
-                }
+        match self.fetch_checked(&job.key.0, &remote).await {
+            Ok((tmp, target, fetched)) => {
+                self.lock().ready.push(Ready {
+                    job,
+                    tmp,
+                    target,
+                    fetched,
+                    bytes: remote.file().file.bytes,
+                });
+                self.place_ready().await;
             }
             Err(Gone) => {
+                let mut q = self.lock();
+                q.in_flight.remove(&job.key);
                 q.remote.remove(&job.key);
                 q.failing.remove(&job.key);
             }
-            Err(Failed(e)) => {
-                let message = format!("fetching {}/{}: {e}", job.key.0, job.key.1);
-                tracing::warn!("instant restore: {message}; trying again");
-                q.failing.insert(job.key.clone(), message.clone());
-                q.last_error = Some(message);
-                let wait = FIRST_RETRY.saturating_mul(1 << job.attempts.min(6)).min(MAX_RETRY);
-                job.attempts += 1;
-                job.not_before = Instant::now() + wait;
-                q.jobs.push_back(job);
-            }
+            Err(Failed(e)) => self.failed(job, e),
         }
     }
 
-    /// Fetches one file, checks it and renames it into its partition folder;
-    /// returns the stored bytes fetched.
-    async fn fetch_into_place(&self, table: &str, remote: &RemoteFile) -> Result<u64, FetchError> {
+    /// `job` failed with `e`: shown, and tried again later.
+    fn failed(&self, mut job: Job, e: EngineError) {
+        let message = format!("fetching {}/{}: {e}", job.key.0, job.key.1);
+        tracing::warn!("instant restore: {message}; trying again");
+        let mut q = self.lock();
+        q.in_flight.remove(&job.key);
+        q.failing.insert(job.key.clone(), message.clone());
+        q.last_error = Some(message);
+        let wait = FIRST_RETRY.saturating_mul(1 << job.attempts.min(6)).min(MAX_RETRY);
+        job.attempts += 1;
+        job.not_before = Instant::now() + wait;
+        q.jobs.push_back(job);
+    }
+
+    /// Fetches one file into the fetch folder and checks it; returns where it
+    /// is, where it goes, and the stored bytes fetched.
+    async fn fetch_checked(&self, table: &str, remote: &RemoteFile) -> Result<(PathBuf, PathBuf, u64), FetchError> {
         let file: BackedUpFile = remote.file().clone();
         // The table may have dropped the file (TRUNCATE, DROP ...) or gone.
         let Some(target) = self.storage.table(table).and_then(|t| {
@@ -384,12 +393,64 @@ impl Hydration {
         let fetch_dir = storage::db_dir(self.storage.root()).join(FETCH_DIR);
         let tmp = fetch_dir.join(format!("{}.parquet", uuid::Uuid::new_v4()));
         let fetched = remote.download(tmp.clone()).await.map_err(|e| Failed(e.into()))?;
-        let table = table.to_string();
-        tokio::task::spawn_blocking(move || place(&table, &tmp, &target, &file))
-            .await
-            .map_err(|e| Failed(e.into()))?
-            .map_err(Failed)?;
-        Ok(fetched)
+        let (table, checked) = (table.to_string(), tmp.clone());
+        tokio::task::spawn_blocking(move || {
+            storage::check_data_file(&table, &checked, &file.file).inspect_err(|_| {
+                let _ = std::fs::remove_file(&checked);
+            })
+        })
+        .await
+        .map_err(|e| Failed(e.into()))?
+        .map_err(|e| Failed(e.into()))?;
+        Ok((tmp, target, fetched))
+    }
+
+    /// Puts the fetched and checked files in place, durably, in batches: one
+    /// sync makes a batch's files durable, the renames follow, and a second
+    /// sync makes them durable (two syncs a batch instead of two a file; a
+    /// batch grows while the one before is being placed). One task places at
+    /// a time; the others leave their files to it.
+    async fn place_ready(&self) {
+        loop {
+            let Ok(_placing) = self.placer.try_lock() else { return };
+            loop {
+                let batch = std::mem::take(&mut self.lock().ready);
+                if batch.is_empty() {
+                    break;
+                }
+                let root = self.storage.root().to_path_buf();
+                let placed = tokio::task::spawn_blocking(move || place(&root, batch)).await;
+                let Ok(placed) = placed else {
+                    tracing::error!("instant restore: placing files stopped unexpectedly");
+                    return;
+                };
+                for (ready, outcome) in placed {
+                    match outcome {
+                        Ok(()) => self.placed(&ready),
+                        Err(e) => self.failed(ready.job, e),
+                    }
+                }
+            }
+            drop(_placing);
+            // A file may have been left just after this task's last look.
+            if self.lock().ready.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn placed(&self, ready: &Ready) {
+        let mut q = self.lock();
+        q.in_flight.remove(&ready.job.key);
+        q.remote.remove(&ready.job.key);
+        q.failing.remove(&ready.job.key);
+        drop(q);
+        self.fetched.fetch_add(ready.fetched, Ordering::Relaxed);
+        self.files_local.fetch_add(1, Ordering::Relaxed);
+        let done = self.bytes_local.fetch_add(ready.bytes, Ordering::Relaxed) + ready.bytes;
+        if let Some(p) = self.progress.crossed(done, self.bytes_total) {
+            tracing::info!("instant restore: {p}% local ({done} of {} bytes)", self.bytes_total);
+        }
     }
 
     /// Every file is here: the restore is an ordinary database from now on.
@@ -412,6 +473,15 @@ impl Hydration {
     }
 }
 
+/// A file fetched and checked, waiting to be put in place.
+struct Ready {
+    job: Job,
+    tmp: PathBuf,
+    target: PathBuf,
+    fetched: u64,
+    bytes: u64,
+}
+
 /// Why a file was not hydrated.
 enum FetchError {
     /// The table no longer references it: nothing to do.
@@ -420,27 +490,36 @@ enum FetchError {
 }
 use FetchError::{Failed, Gone};
 
-/// Checks the fetched file at `tmp` as Parquet with the recorded rows, makes it
-/// durable, and renames it to `target` (durably).
-fn place(table: &str, tmp: &Path, target: &PathBuf, file: &BackedUpFile) -> Result<()> {
-    let checked = storage::check_data_file(table, tmp, &file.file).and_then(|()| {
-        std::fs::File::open(tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|source| storage::StorageError::Io {
-                context: format!("syncing {}", tmp.display()),
-                source,
+/// Makes `batch` durable, renames each file into place, and makes the renames
+/// durable (blocking); a file that cannot be renamed is removed.
+fn place(root: &Path, batch: Vec<Ready>) -> Vec<(Ready, Result<()>)> {
+    if let Err(e) = storage::sync_filesystem(root) {
+        let message = e.to_string();
+        return batch
+            .into_iter()
+            .map(|r| {
+                let _ = std::fs::remove_file(&r.tmp);
+                let e = EngineError::State(format!("syncing the fetched files: {message}"));
+                (r, Err(e))
             })
-    });
-    if let Err(e) = checked {
-        let _ = std::fs::remove_file(tmp);
-        return Err(e.into());
+            .collect();
     }
-    if let Err(e) = std::fs::rename(tmp, target) {
-        let _ = std::fs::remove_file(tmp);
-        return Err(io(format!("renaming {} to {}", tmp.display(), target.display()))(e));
+    let mut placed: Vec<(Ready, Result<()>)> = batch
+        .into_iter()
+        .map(|r| {
+            let renamed = std::fs::rename(&r.tmp, &r.target).map_err(|e| {
+                let _ = std::fs::remove_file(&r.tmp);
+                io(format!("renaming {} to {}", r.tmp.display(), r.target.display()))(e)
+            });
+            (r, renamed)
+        })
+        .collect();
+    if let Err(e) = storage::sync_filesystem(root) {
+        let message = e.to_string();
+        for (_, outcome) in placed.iter_mut().filter(|(_, o)| o.is_ok()) {
+            // In place, but maybe not durably: fetched again only if a power cut takes it.
+            *outcome = Err(EngineError::State(format!("syncing the placed files: {message}")));
+        }
     }
-    if let Some(dir) = target.parent() {
-        storage::fsync_dir(dir)?;
-    }
-    Ok(())
+    placed
 }

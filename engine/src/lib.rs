@@ -4,8 +4,10 @@
 //! that exposes storage's tables (scans with partition pruning, inserts as one
 //! commit), COPY parsing, checkpoint mode, startup (the `_restore` and
 //! `_backup_restore` triggers, in `startup.rs`), online table restore and
-//! verification (through `backup`), and background work (housekeeping, the
-//! checkpoint watchdog, backups on idle-class threads, commit shipping), and the figures for
+//! verification (through `backup`), SQL on backups where they lie
+//! (`backup_table()`) and an instant restore's files arriving while it serves
+//! (`hydration.rs`), background work (housekeeping, the checkpoint watchdog,
+//! backups on idle-class threads, commit shipping), and the figures for
 //! health checks and Prometheus (`metrics.rs`).
 //! Must not know: the wire protocol or SQL text of our own statements (that is `sql`).
 //!
