@@ -316,6 +316,10 @@ impl Hydration {
 
     async fn work(&self, cancel: CancellationToken) {
         loop {
+            // Registered before looking, so a change made meanwhile still wakes it.
+            let changed = self.wake.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let job = match self.next() {
                 Next::Fetch(job) => job,
                 Next::Done => return,
@@ -323,7 +327,7 @@ impl Hydration {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep_until(at.into()) => {}
-                        _ = self.wake.notified() => {}
+                        _ = changed => {}
                     }
                     continue;
                 }
@@ -359,6 +363,8 @@ impl Hydration {
             }
             Err(Failed(e)) => self.failed(job, e),
         }
+        // A file left the work in flight: a waiting worker may now be done.
+        self.wake.notify_waiters();
     }
 
     /// `job` failed with `e`: shown, and tried again later.
@@ -430,6 +436,7 @@ impl Hydration {
                         Err(e) => self.failed(ready.job, e),
                     }
                 }
+                self.wake.notify_waiters();
             }
             drop(_placing);
             // A file may have been left just after this task's last look.
