@@ -8,8 +8,8 @@
 //! against its hash); a sealed one by the 1 MiB segments covering the range,
 //! each authenticated; a `.zst` object cannot be read by range, so it is
 //! fetched whole the first time (checked by size and blake3 like a restore)
-//! into a temporary file and read from there. No byte is used unchecked,
-//! except of raw objects stored before trees were (checked by size only).
+//! into a temporary file and read from there, as is a raw object without a
+//! usable tree (stored before trees were, or lost). No byte is used unchecked.
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use crate::crypto::{NEEDS_KEY, SealedRange};
 use crate::error::{BackupError, Result};
 use crate::layout::{Codec, Object, tree_name};
 use crate::manifest::{BackedUpFile, TableEntry};
-use crate::store::{MISSING, Store};
-use crate::tree::{GROUP, Tree, has_tree};
+use crate::store::Store;
+use crate::tree::{Tree, has_tree, tree_size};
 
 /// One table as a backup (or the commit log, at an instant) holds it.
 #[derive(Debug, Clone)]
@@ -74,11 +74,10 @@ enum Opened {
     Tree(Tree),
     /// A file of one group: read whole and checked against its hash.
     Whole,
-    /// An unencrypted object stored before trees were: checked by size only.
-    Unchecked,
     /// The object's header (magic and nonce).
     Sealed(Bytes),
-    /// The whole file, fetched and checked (deleted when dropped).
+    /// The whole file, fetched and checked (deleted when dropped): a `.zst`
+    /// object, or a raw one without a usable tree.
     Fetched(Arc<tempfile::NamedTempFile>),
 }
 
@@ -153,7 +152,6 @@ impl RemoteFile {
             reason,
         };
         match self.opened.get_or_try_init(|| self.open()).await? {
-            Opened::Unchecked => Ok((range.start, self.stored(range).await?)),
             Opened::Whole => {
                 let bytes = self.stored(0..len).await?;
                 let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -238,40 +236,44 @@ impl RemoteFile {
                 self.cipher()?;
                 Ok(Opened::Sealed(self.stored(SealedRange::header()).await?))
             }
-            (Codec::Zst, _) => {
-                let local = tempfile::NamedTempFile::new()
-                    .map_err(|e| BackupError::Other(format!("creating a temporary file: {e}")))?;
-                crate::fetch::fetch_file(&self.store, &self.instance, &self.file, local.path().to_path_buf()).await?;
-                Ok(Opened::Fetched(Arc::new(local)))
-            }
+            (Codec::Zst, _) => self.fetch_whole().await,
         }
     }
 
-    /// The stored tree of an unencrypted raw object, checked against the file's hash.
+    /// The stored tree of an unencrypted raw object, checked against the
+    /// file's hash. Without a usable one (stored before trees were, lost, cut
+    /// short or altered), the file is fetched whole and checked instead: no
+    /// byte is ever used unchecked.
     async fn open_tree(&self) -> Result<Opened> {
         let len = self.file.file.bytes;
         if !has_tree(len) {
             return Ok(Opened::Whole);
         }
         let name = tree_name(&self.file.file.hash);
-        let size = len.div_ceil(GROUP) * 32;
-        let stored = match self.store.read_range(&self.instance, &name, 0..size, size).await {
-            Ok(stored) => stored,
-            Err(BackupError::BadObject { reason, .. }) if reason == MISSING => {
-                tracing::warn!(
-                    "{} has no blake3 tree beside it (stored before trees were): its ranges are checked by size only",
-                    self.key()
-                );
-                return Ok(Opened::Unchecked);
-            }
+        let tree_key = self.store.key_of(&self.instance, Object::File(&name)).to_string();
+        let size = tree_size(len);
+        let why = match self.store.read_range(&self.instance, &name, 0..size, size).await {
+            Ok(stored) => match Tree::parse(&stored, len, &self.file.file.hash) {
+                Ok(tree) => return Ok(Opened::Tree(tree)),
+                Err(reason) => reason,
+            },
+            Err(BackupError::BadObject { reason, .. }) => reason,
             Err(e) => return Err(e),
         };
-        Tree::parse(&stored, len, &self.file.file.hash)
-            .map(Opened::Tree)
-            .map_err(|reason| BackupError::BadObject {
-                key: self.store.key_of(&self.instance, Object::File(&name)).to_string(),
-                reason,
-            })
+        tracing::warn!(
+            "the blake3 tree {tree_key} {why}: {} is fetched whole to be checked (the next backup stores its tree \
+             again)",
+            self.key()
+        );
+        self.fetch_whole().await
+    }
+
+    /// The whole file, fetched into a temporary file and checked (size, blake3).
+    async fn fetch_whole(&self) -> Result<Opened> {
+        let local = tempfile::NamedTempFile::new()
+            .map_err(|e| BackupError::Other(format!("creating a temporary file: {e}")))?;
+        crate::fetch::fetch_file(&self.store, &self.instance, &self.file, local.path().to_path_buf()).await?;
+        Ok(Opened::Fetched(Arc::new(local)))
     }
 
     async fn stored(&self, range: Range<u64>) -> Result<Bytes> {
@@ -384,7 +386,7 @@ mod tests {
         fresh.read(0..4).await.expect("other groups still read");
         std::fs::write(&on_disk, &bytes).unwrap();
 
-        // So is a changed tree; a missing one (objects stored before trees) leaves size checks only.
+        // A changed or missing tree (objects stored before trees): the file is fetched whole and checked.
         let tree = dir
             .path()
             .join(format!("_backup/test-instance/{}", tree_name(&f.file.file.hash)));
@@ -393,17 +395,23 @@ mod tests {
         altered[0] ^= 1;
         std::fs::write(&tree, &altered).unwrap();
         let fresh = RemoteFile::new(plain.clone(), "test-instance", f.file.clone());
-        let err = fresh.read(0..4).await.unwrap_err().to_string();
-        assert!(
-            err.contains(".b3") && err.contains("does not hash to the file's"),
-            "{err}"
-        );
+        assert_eq!(&fresh.read(0..4).await.unwrap()[..], &bytes[..4]);
         std::fs::remove_file(&tree).unwrap();
         let fresh = RemoteFile::new(plain.clone(), "test-instance", f.file.clone());
         assert_eq!(&fresh.read(0..4).await.unwrap()[..], &bytes[..4]);
+        // ... so a changed byte is still caught, by the file's hash.
+        std::fs::write(&on_disk, &flipped).unwrap();
+        let fresh = RemoteFile::new(plain.clone(), "test-instance", f.file.clone());
+        let err = fresh.read(0..4).await.unwrap_err().to_string();
+        assert!(err.contains("content hash"), "{err}");
+        std::fs::write(&on_disk, &bytes).unwrap();
 
-        // The next backup stores the missing tree again, reading the local file.
+        // The next backup stores the missing tree again, reading the local file;
+        // and one cut short too.
         backup(&s, &plain, 1_500, 10).await;
+        assert_eq!(std::fs::read(&tree).unwrap(), stored_tree);
+        std::fs::write(&tree, b"").unwrap();
+        backup(&s, &plain, 1_600, 10).await;
         assert_eq!(std::fs::read(&tree).unwrap(), stored_tree);
 
         // Sealed: only the segments read are fetched, each authenticated.

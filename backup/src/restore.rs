@@ -144,13 +144,12 @@ pub const HYDRATION_FILE: &str = ".hydration.json";
 
 /// Installs the selected state into `root` (empty) without its data files,
 /// for an instant restore: every table's definition and commit as the state
-/// has it, and [`HYDRATION_FILE`] naming the files still to fetch; `extra`
-/// plain files go into `db/` too. Nothing is fetched but the manifest.
+/// has it, and [`HYDRATION_FILE`] naming the files still to fetch. Nothing
+/// is fetched but the manifest.
 pub async fn restore_catalog(
     store: &Store,
     selector: &Selector,
     root: &Path,
-    extra: &[(&str, &[u8])],
 ) -> Result<(RestoreReport, Manifest, UnsyncedRestore)> {
     let manifest = checked_for_restore(store, selector, root).await?;
     let state = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Other(e.to_string()))?;
@@ -163,11 +162,10 @@ pub async fn restore_catalog(
         }
         build.finish_table(table, entry.commit_version)?;
     }
-    let mut files = vec![
+    let files = [
         (INSTANCE_NAME_FILE, manifest.instance.as_bytes()),
         (HYDRATION_FILE, state.as_slice()),
     ];
-    files.extend_from_slice(extra);
     let unsynced = build.finish(&manifest.data_id, &files)?;
     Ok((report_for(&manifest), manifest, unsynced))
 }

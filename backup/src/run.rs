@@ -26,7 +26,7 @@ use crate::manifest::{BackedUpFile, MANIFEST_FORMAT_VERSION, Manifest, TableEntr
 use crate::retention::CleanupPlan;
 use crate::store::Store;
 use crate::throttle::Limits;
-use crate::tree::has_tree;
+use crate::tree::{has_tree, tree_size};
 use crate::upload::{upload_file, upload_tree};
 
 /// Everything one backup needs.
@@ -151,7 +151,7 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     let mut to_upload: Vec<(String, PathBuf, u64)> = Vec::new();
     let mut queued: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Raw objects already stored without their tree (stored before trees were).
-    let mut trees_to_upload: Vec<(String, PathBuf)> = Vec::new();
+    let mut trees_to_upload: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     for (name, table) in &job.snapshot.tables {
         let dir = job
             .table_dirs
@@ -164,8 +164,13 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             }
             match stored_object(&existing, f, job.store.encrypts()) {
                 Some(found) => {
-                    if tree_of_object(&found.0).is_some_and(|t| has_tree(f.bytes) && !existing.contains_key(&t)) {
-                        trees_to_upload.push((f.hash.clone(), dir.join(&f.path)));
+                    // A raw object's tree that is absent, or cut short (a power cut
+                    // on a local store), goes up again.
+                    if let Some(tree) = tree_of_object(&found.0).filter(|_| has_tree(f.bytes))
+                        && existing.get(&tree) != Some(&tree_size(f.bytes))
+                    {
+                        let torn = existing.contains_key(&tree).then_some(tree);
+                        trees_to_upload.push((f.hash.clone(), dir.join(&f.path), torn));
                     }
                     objects.insert(f.hash.clone(), found);
                     update(progress, |r| r.files_done += 1);
@@ -217,11 +222,17 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     // Best effort: the backup restores without them (ranged reads of such an
     // object are then checked by size only), and the local file may not be
     // there yet (an instant restore still fetching it).
-    for (hash, path) in &trees_to_upload {
+    for (hash, path, torn) in &trees_to_upload {
         if cancel.is_cancelled() {
             break;
         }
-        if let Err(e) = upload_tree(&job.store, &job.instance, hash, path.clone(), &job.limits).await {
+        let stored = async {
+            if let Some(torn) = torn {
+                job.store.delete(&job.instance, Object::File(torn)).await?;
+            }
+            upload_tree(&job.store, &job.instance, hash, path.clone(), &job.limits).await
+        };
+        if let Err(e) = stored.await {
             tracing::warn!("could not store the blake3 tree of {}: {e}", path.display());
         }
     }

@@ -19,6 +19,11 @@ pub(crate) fn has_tree(len: u64) -> bool {
     len > GROUP
 }
 
+/// Bytes of the stored tree of a file of `len` bytes (more than one group).
+pub(crate) fn tree_size(len: u64) -> u64 {
+    len.div_ceil(GROUP) * CV_LEN as u64
+}
+
 /// The chaining value of the group starting at `offset`.
 fn group_cv(offset: u64, bytes: &[u8]) -> ChainingValue {
     blake3::Hasher::new()

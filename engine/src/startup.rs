@@ -227,17 +227,16 @@ async fn install_for_instant_restore(
     selector: &Selector,
 ) -> Result<()> {
     let source = std::fs::read(trigger).map_err(|e| trigger_error(trigger, e.to_string()))?;
-    let extra = [(crate::hydration::HYDRATION_SOURCE, source.as_slice())];
-    let (report, _, unsynced) = backup::restore_catalog(store, selector, root, &extra)
+    let (report, _, unsynced) = backup::restore_catalog(store, selector, root)
         .await
         .map_err(|source| EngineError::backup_during(format!("restore from {} failed", trigger.display()), source))?;
-    // It may hold the store's secrets, like the trigger did.
+    // Before the trigger goes (a crash until then restores again). It may hold
+    // the store's secrets, like the trigger: readable by the owner only, from
+    // its creation on.
     let copy = storage::db_dir(root).join(crate::hydration::HYDRATION_SOURCE);
-    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(|source| {
-        storage::StorageError::Io {
-            context: format!("restricting {}", copy.display()),
-            source,
-        }
+    write_private(&copy, &source).map_err(|source| storage::StorageError::Io {
+        context: format!("writing {}", copy.display()),
+        source,
     })?;
     let root_owned = root.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<()> {
@@ -255,6 +254,22 @@ async fn install_for_instant_restore(
         report.backup_timestamp
     );
     Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file created with mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Rolls a root copied during a checkpoint back to that checkpoint (blocking).

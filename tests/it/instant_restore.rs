@@ -159,6 +159,12 @@ async fn an_instant_restore_serves_at_once_fetches_what_is_asked_first_and_resum
         !root.path().join("_backup_restore").exists(),
         "the trigger goes once the catalog is durable"
     );
+    let source = std::fs::metadata(root.path().join("db/.hydration.source")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&source.permissions()) & 0o777,
+        0o600,
+        "the copy of the trigger may hold secrets"
+    );
     let total: u64 = first["files_total"].parse().unwrap();
     assert_eq!(total, DAYS as u64 + 2);
     assert!(first["files_local"].parse::<u64>().unwrap() < total);
