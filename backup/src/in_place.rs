@@ -250,7 +250,6 @@ impl RemoteFile {
             return Ok(Opened::Whole);
         }
         let name = tree_name(&self.file.file.hash);
-        let tree_key = self.store.key_of(&self.instance, Object::File(&name)).to_string();
         let size = tree_size(len);
         let why = match self.store.read_range(&self.instance, &name, 0..size, size).await {
             Ok(stored) => match Tree::parse(&stored, len, &self.file.file.hash) {
@@ -261,8 +260,8 @@ impl RemoteFile {
             Err(e) => return Err(e),
         };
         tracing::warn!(
-            "the blake3 tree {tree_key} {why}: {} is fetched whole to be checked (the next backup stores its tree \
-             again)",
+            "the blake3 tree {} {why}: {} is fetched whole to be checked (the next backup stores its tree again)",
+            self.store.key_of(&self.instance, Object::File(&name)),
             self.key()
         );
         self.fetch_whole().await
@@ -272,7 +271,7 @@ impl RemoteFile {
     async fn fetch_whole(&self) -> Result<Opened> {
         let local = tempfile::NamedTempFile::new()
             .map_err(|e| BackupError::Other(format!("creating a temporary file: {e}")))?;
-        crate::fetch::fetch_file(&self.store, &self.instance, &self.file, local.path().to_path_buf()).await?;
+        self.download(local.path().to_path_buf()).await?;
         Ok(Opened::Fetched(Arc::new(local)))
     }
 

@@ -150,7 +150,8 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     let mut objects: HashMap<String, (String, Codec, u64)> = HashMap::new();
     let mut to_upload: Vec<(String, PathBuf, u64)> = Vec::new();
     let mut queued: std::collections::HashSet<String> = std::collections::HashSet::new();
-    // Raw objects already stored without their tree (stored before trees were).
+    // Raw objects already stored without a whole tree (stored before trees
+    // were, or cut short), with the cut-short tree to delete first.
     let mut trees_to_upload: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     for (name, table) in &job.snapshot.tables {
         let dir = job
@@ -219,9 +220,9 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
         })?;
         objects.insert(hash, obj);
     }
-    // Best effort: the backup restores without them (ranged reads of such an
-    // object are then checked by size only), and the local file may not be
-    // there yet (an instant restore still fetching it).
+    // Best effort: the backup restores without them (a ranged read of such an
+    // object fetches it whole instead), and the local file may not be there
+    // yet (an instant restore still fetching it).
     for (hash, path, torn) in &trees_to_upload {
         if cancel.is_cancelled() {
             break;

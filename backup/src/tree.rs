@@ -32,38 +32,46 @@ fn group_cv(offset: u64, bytes: &[u8]) -> ChainingValue {
         .finalize_non_root()
 }
 
-/// Builds a file's stored tree from its bytes, in pieces of any size.
+/// Hashes a file in pieces of any size, giving its blake3 hash and, for a
+/// file of more than one group, its stored tree: one pass for both.
 #[derive(Default)]
 pub(crate) struct TreeBuilder {
-    cvs: Vec<u8>,
-    offset: u64,
+    cvs: Vec<ChainingValue>,
+    len: u64,
+    /// The group being filled; a full one is hashed once more bytes come
+    /// (a file of exactly one group has no tree, and its hash is a root).
     pending: Vec<u8>,
 }
 
 impl TreeBuilder {
     pub(crate) fn update(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let take = (GROUP as usize - self.pending.len()).min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
             if self.pending.len() == GROUP as usize {
                 self.flush();
             }
+            let take = (GROUP as usize - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
         }
     }
 
     fn flush(&mut self) {
-        self.cvs.extend_from_slice(&group_cv(self.offset, &self.pending));
-        self.offset += self.pending.len() as u64;
+        self.cvs.push(group_cv(self.len, &self.pending));
+        self.len += self.pending.len() as u64;
         self.pending.clear();
     }
 
-    /// The stored form: every group's chaining value, in order.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        if !self.pending.is_empty() {
-            self.flush();
+    /// The file's hash, and its stored tree when it has one ([`has_tree`]).
+    pub(crate) fn finish(mut self) -> (blake3::Hash, Option<Vec<u8>>) {
+        if self.cvs.is_empty() {
+            return (blake3::hash(&self.pending), None);
         }
-        self.cvs
+        self.flush();
+        let tree = Tree {
+            cvs: self.cvs,
+            len: self.len,
+        };
+        (tree.root(), Some(tree.cvs.concat()))
     }
 }
 
@@ -78,12 +86,11 @@ impl Tree {
     /// Parses `stored` for a file of `len` bytes (more than one group) and
     /// checks that it hashes to `hash` (hex).
     pub(crate) fn parse(stored: &[u8], len: u64, hash: &str) -> Result<Self, String> {
-        let groups = len.div_ceil(GROUP) as usize;
-        if !has_tree(len) || stored.len() != groups * CV_LEN {
+        if !has_tree(len) || stored.len() as u64 != tree_size(len) {
             return Err(format!(
                 "holds {} bytes, a file of {len} bytes needs {}",
                 stored.len(),
-                groups * CV_LEN
+                tree_size(len)
             ));
         }
         let cvs: Vec<ChainingValue> = stored
@@ -124,7 +131,9 @@ impl Tree {
 
     /// `range` widened to whole groups.
     pub(crate) fn widen(&self, range: &Range<u64>) -> Range<u64> {
-        widen(range, self.len)
+        let start = range.start / GROUP * GROUP;
+        let end = range.end.div_ceil(GROUP).saturating_mul(GROUP).min(self.len);
+        start..end
     }
 
     /// Whether `bytes`, read at `widened` (whole groups), are the file's.
@@ -138,13 +147,6 @@ impl Tree {
             self.cvs.get(index) == Some(&group_cv(offset, group))
         })
     }
-}
-
-/// `range` widened to whole groups of a file of `len` bytes.
-pub(crate) fn widen(range: &Range<u64>, len: u64) -> Range<u64> {
-    let start = range.start / GROUP * GROUP;
-    let end = range.end.div_ceil(GROUP).saturating_mul(GROUP).min(len);
-    start..end
 }
 
 #[cfg(test)]
@@ -184,7 +186,9 @@ mod tests {
             for piece in file.chunks(7_777) {
                 b.update(piece);
             }
-            let stored = b.finish();
+            let (built_hash, stored) = b.finish();
+            assert_eq!(built_hash.to_hex().as_str(), hash, "len {len}: the builder's hash");
+            let stored = stored.unwrap();
             let tree = Tree::parse(&stored, len as u64, &hash).unwrap_or_else(|e| panic!("len {len}: {e}"));
             for r in [0..1, 0..len as u64, len as u64 - 1..len as u64, GROUP - 1..GROUP + 1] {
                 let w = tree.widen(&r);
@@ -209,5 +213,12 @@ mod tests {
             assert!(Tree::parse(&stored[..stored.len() - 32], len as u64, &hash).is_err());
         }
         assert!(!has_tree(GROUP));
+        // A file of one group (or none) has no tree; its hash is still blake3's.
+        for len in [0, 1, g] {
+            let file = data(len);
+            let mut b = TreeBuilder::default();
+            b.update(&file);
+            assert_eq!(b.finish(), (blake3::hash(&file), None), "len {len}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::layout::{Codec, object_name, tree_name};
 use crate::store::Store;
 use crate::throttle::Limits;
 use crate::transfer::Piece;
-use crate::tree::{TreeBuilder, has_tree};
+use crate::tree::TreeBuilder;
 
 /// Files up to this size are read, compressed and stored whole.
 pub(crate) const WHOLE_FILE_MAX: u64 = 8 << 20;
@@ -45,16 +45,11 @@ pub(crate) async fn upload_file(
 ) -> Result<(String, Codec, u64)> {
     if size <= WHOLE_FILE_MAX {
         let hash_owned = hash.to_string();
-        let (codec, body) = {
+        let (codec, body, tree) = {
             // Held while compressing only: the upload waits on the network.
             let _slot = limits.compression_slot().await;
             blocking(move || whole_file(&path, &hash_owned, level)).await?
         };
-        let tree = (codec == Codec::Raw && has_tree(size)).then(|| {
-            let mut t = TreeBuilder::default();
-            t.update(&body);
-            t.finish()
-        });
         let object = object_name(hash, codec, store.encrypts());
         let stored = store.put_file(instance, &object, Bytes::from(body), limits).await?;
         put_tree(store, instance, hash, tree, limits).await?;
@@ -79,8 +74,14 @@ pub(crate) async fn upload_file(
     let tree = Arc::new(Mutex::new(None));
     let stored = store
         .put_file_streamed(instance, &object, size, limits, || {
-            let tree = (codec == Codec::Raw).then(|| tree.clone());
-            stream_file(path.clone(), hash.to_string(), codec, level, store.sealer(), tree)
+            stream_file(
+                path.clone(),
+                hash.to_string(),
+                codec,
+                level,
+                store.sealer(),
+                tree.clone(),
+            )
         })
         .await?;
     let tree = tree.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -92,7 +93,8 @@ pub(crate) async fn upload_file(
 type TreeOut = Arc<Mutex<Option<Vec<u8>>>>;
 
 /// Stores the tree of a raw file, after its object: an unencrypted object is
-/// then read by range and checked (a sealed one is checked by its segments).
+/// then read by range and checked (a sealed one is checked by its segments,
+/// a compressed one is read whole).
 async fn put_tree(store: &Store, instance: &str, hash: &str, tree: Option<Vec<u8>>, limits: &Limits) -> Result<()> {
     match tree {
         Some(tree) if !store.encrypts() => {
@@ -118,24 +120,19 @@ pub(crate) async fn upload_tree(
     let recorded_owned = recorded.to_string();
     let tree = blocking(move || {
         let mut file = std::fs::File::open(&path).map_err(io_err(&path, "opening"))?;
-        let (mut hasher, mut tree) = (blake3::Hasher::new(), TreeBuilder::default());
+        let mut tree = TreeBuilder::default();
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             let n = read_up_to(&mut file, &mut chunk).map_err(io_err(&path, "reading"))?;
             if n == 0 {
                 break;
             }
-            hasher.update(&chunk[..n]);
             tree.update(&chunk[..n]);
         }
-        let actual = hasher.finalize().to_hex().to_string();
-        if actual != recorded_owned {
-            return Err(hash_mismatch(&path, &actual, &recorded_owned));
-        }
-        Ok(tree.finish())
+        checked(&path, tree, &recorded_owned)
     })
     .await?;
-    put_tree(store, instance, recorded, Some(tree), limits).await
+    put_tree(store, instance, recorded, tree, limits).await
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -158,32 +155,39 @@ fn zstd_err(e: std::io::Error) -> BackupError {
     BackupError::Other(format!("zstd: {e}"))
 }
 
-fn hash_mismatch(path: &Path, actual: &str, recorded: &str) -> BackupError {
-    storage::StorageError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("its content hash {actual} differs from the recorded {recorded} (on-disk corruption?)"),
+/// The tree of the file at `path` once `built` (over all its bytes) shows it
+/// still hashes to `recorded`.
+fn checked(path: &Path, built: TreeBuilder, recorded: &str) -> Result<Option<Vec<u8>>> {
+    let (actual, tree) = built.finish();
+    let actual = actual.to_hex();
+    if actual.as_str() != recorded {
+        return Err(storage::StorageError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("its content hash {actual} differs from the recorded {recorded} (on-disk corruption?)"),
+        }
+        .into());
     }
-    .into()
+    Ok(tree)
 }
 
-/// A small file, whole: checked, and compressed when that saves enough.
-fn whole_file(path: &Path, recorded: &str, level: i32) -> Result<(Codec, Vec<u8>)> {
+/// A small file, whole: checked, and compressed when that saves enough;
+/// with its tree when it stays raw.
+fn whole_file(path: &Path, recorded: &str, level: i32) -> Result<(Codec, Vec<u8>, Option<Vec<u8>>)> {
     let raw = std::fs::read(path).map_err(io_err(path, "reading"))?;
-    let actual = blake3::hash(&raw).to_hex().to_string();
-    if actual != recorded {
-        return Err(hash_mismatch(path, &actual, recorded));
-    }
+    let mut built = TreeBuilder::default();
+    built.update(&raw);
+    let tree = checked(path, built, recorded)?;
     if raw.len() > 2 * SAMPLE {
         let start = middle_sample_start(raw.len() as u64) as usize;
         if !saves_enough(&raw[start..start + SAMPLE], level)? {
-            return Ok((Codec::Raw, raw));
+            return Ok((Codec::Raw, raw, tree));
         }
     }
     let compressed = zstd::bulk::compress(&raw, level).map_err(zstd_err)?;
     if saved_enough(raw.len(), compressed.len()) {
-        Ok((Codec::Zst, compressed))
+        Ok((Codec::Zst, compressed, None))
     } else {
-        Ok((Codec::Raw, raw))
+        Ok((Codec::Raw, raw, tree))
     }
 }
 
@@ -214,7 +218,7 @@ fn stream_file(
     codec: Codec,
     level: i32,
     sealer: Option<StreamEncryptor>,
-    tree: Option<TreeOut>,
+    tree: TreeOut,
 ) -> mpsc::Receiver<Result<Piece>> {
     let (tx, rx) = mpsc::channel(PIECES_QUEUED);
     tokio::task::spawn_blocking(move || {
@@ -231,12 +235,11 @@ fn read_pieces(
     codec: Codec,
     level: i32,
     mut sealer: Option<StreamEncryptor>,
-    tree_out: Option<TreeOut>,
+    tree_out: TreeOut,
     tx: &mpsc::Sender<Result<Piece>>,
 ) -> Result<()> {
     let mut file = std::fs::File::open(path).map_err(io_err(path, "opening"))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut tree = tree_out.as_ref().map(|_| TreeBuilder::default());
+    let mut built = TreeBuilder::default();
     let mut zstd = match codec {
         Codec::Zst => Some(zstd::stream::write::Encoder::new(Vec::new(), level).map_err(zstd_err)?),
         Codec::Raw => None,
@@ -255,10 +258,7 @@ fn read_pieces(
         if n == 0 {
             break;
         }
-        hasher.update(&chunk[..n]);
-        if let Some(t) = &mut tree {
-            t.update(&chunk[..n]);
-        }
+        built.update(&chunk[..n]);
         let out = match &mut zstd {
             Some(z) => {
                 z.write_all(&chunk[..n]).map_err(zstd_err)?;
@@ -270,12 +270,9 @@ fn read_pieces(
             return Ok(());
         }
     }
-    let actual = hasher.finalize().to_hex().to_string();
-    if actual != recorded {
-        return Err(hash_mismatch(path, &actual, recorded));
-    }
-    if let (Some(out), Some(t)) = (tree_out, tree) {
-        *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.finish());
+    let tree = checked(path, built, recorded)?;
+    if codec == Codec::Raw {
+        *tree_out.lock().unwrap_or_else(|p| p.into_inner()) = tree;
     }
     let tail = match zstd {
         Some(z) => z.finish().map_err(zstd_err)?,
@@ -315,7 +312,14 @@ mod tests {
     /// Every piece `stream_file` sends, joined; `Err` if it ended in an error
     /// or without `End`.
     async fn streamed(path: &Path, recorded: &str, codec: Codec, sealer: Option<StreamEncryptor>) -> Result<Vec<u8>> {
-        let mut rx = stream_file(path.to_path_buf(), recorded.to_string(), codec, 3, sealer, None);
+        let mut rx = stream_file(
+            path.to_path_buf(),
+            recorded.to_string(),
+            codec,
+            3,
+            sealer,
+            Arc::default(),
+        );
         let mut out = Vec::new();
         while let Some(piece) = rx.recv().await {
             match piece? {

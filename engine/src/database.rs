@@ -248,7 +248,7 @@ impl Database {
 
     /// How an instant restore's files arrive (`restore_status()`).
     pub fn restore_status(&self) -> RestoreStatus {
-        self.hydration.as_ref().map_or_else(RestoreStatus::none, |h| h.status())
+        RestoreStatus::of(self.hydration.as_ref())
     }
 
     pub fn checkpoint_status(&self) -> CheckpointStatus {

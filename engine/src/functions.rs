@@ -199,7 +199,7 @@ impl TableFunctionImpl for RestoreStatusFunction {
         if !args.exprs().is_empty() {
             return plan_err!("restore_status() takes no arguments");
         }
-        let s = self.0.as_ref().map_or_else(RestoreStatus::none, |h| h.status());
+        let s = RestoreStatus::of(self.0.as_ref());
         let int = |n: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![i64::try_from(n).unwrap_or(i64::MAX)])) };
         one_row(
             vec![

@@ -54,7 +54,12 @@ pub struct RestoreStatus {
 }
 
 impl RestoreStatus {
-    pub(crate) fn none() -> Self {
+    /// How `hydration` goes; `none` without one.
+    pub(crate) fn of(hydration: Option<&Arc<Hydration>>) -> Self {
+        hydration.map_or_else(Self::none, |h| h.status())
+    }
+
+    fn none() -> Self {
         Self {
             state: "none",
             backup_timestamp: None,
@@ -74,14 +79,27 @@ struct Job {
     not_before: Instant,
 }
 
+impl Job {
+    fn first(key: FileKey) -> Self {
+        Self {
+            key,
+            attempts: 0,
+            not_before: Instant::now(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     /// Files not here yet.
     remote: HashMap<FileKey, Arc<RemoteFile>>,
-    /// In the order they are fetched: newest partitions first.
-    jobs: VecDeque<Job>,
-    /// Files queries read, fetched before the rest.
+    /// Files not tried yet, in the order they are fetched: newest partitions first.
+    order: VecDeque<FileKey>,
+    /// Files queries read, fetched before the rest (each once in the queue).
     wanted: VecDeque<FileKey>,
+    wanted_set: HashSet<FileKey>,
+    /// Files that failed, with when to try again.
+    retry: HashMap<FileKey, Job>,
     in_flight: HashSet<FileKey>,
     /// The last error of each file that failed, until it succeeds.
     failing: HashMap<FileKey, String>,
@@ -89,6 +107,14 @@ struct Queue {
     /// Fetched and checked, not yet in place.
     ready: Vec<Ready>,
     complete: bool,
+}
+
+impl Queue {
+    /// Whether `key` may be fetched now for the first time (not here yet, not
+    /// being fetched, not waiting to be tried again).
+    fn untried(&self, key: &FileKey) -> bool {
+        self.remote.contains_key(key) && !self.in_flight.contains(key) && !self.retry.contains_key(key)
+    }
 }
 
 /// What a worker does next.
@@ -177,15 +203,7 @@ impl Hydration {
         }
         // Newest partitions first: the data people look at after a restore.
         order.sort_by_key(|o| std::cmp::Reverse(o.0));
-        let now = Instant::now();
-        queue.jobs = order
-            .into_iter()
-            .map(|(_, key)| Job {
-                key,
-                attempts: 0,
-                not_before: now,
-            })
-            .collect();
+        queue.order = order.into_iter().map(|(_, key)| key).collect();
         storage.pause_housekeeping();
         tracing::info!(
             files = files_total - files_local,
@@ -221,7 +239,7 @@ impl Hydration {
         let mut q = self.lock();
         let key = (table.to_string(), path.to_string());
         let remote = q.remote.get(&key).cloned()?;
-        if !q.wanted.contains(&key) {
+        if q.wanted_set.insert(key.clone()) {
             q.wanted.push_back(key);
             drop(q);
             self.wake.notify_waiters();
@@ -259,25 +277,31 @@ impl Hydration {
 
     fn next(&self) -> Next {
         let mut q = self.lock();
-        let now = Instant::now();
         while let Some(key) = q.wanted.pop_front() {
-            if q.in_flight.contains(&key) || !q.remote.contains_key(&key) {
-                continue;
-            }
-            if let Some(i) = q.jobs.iter().position(|j| j.key == key && j.not_before <= now)
-                && let Some(job) = q.jobs.remove(i)
-            {
-                q.in_flight.insert(key);
-                return Next::Fetch(job);
+            q.wanted_set.remove(&key);
+            if q.untried(&key) {
+                q.in_flight.insert(key.clone());
+                return Next::Fetch(Job::first(key));
             }
         }
-        if let Some(i) = q.jobs.iter().position(|j| j.not_before <= now)
-            && let Some(job) = q.jobs.remove(i)
-        {
+        while let Some(key) = q.order.pop_front() {
+            if q.untried(&key) {
+                q.in_flight.insert(key.clone());
+                return Next::Fetch(Job::first(key));
+            }
+        }
+        let now = Instant::now();
+        let due = q
+            .retry
+            .values()
+            .filter(|j| j.not_before <= now)
+            .map(|j| j.key.clone())
+            .next();
+        if let Some(job) = due.and_then(|key| q.retry.remove(&key)) {
             q.in_flight.insert(job.key.clone());
             return Next::Fetch(job);
         }
-        match q.jobs.iter().map(|j| j.not_before).min() {
+        match q.retry.values().map(|j| j.not_before).min() {
             Some(at) => Next::WaitUntil(at),
             None if q.in_flight.is_empty() => Next::Done,
             // Another worker's file may fail and come back.
@@ -378,7 +402,7 @@ impl Hydration {
         let wait = FIRST_RETRY.saturating_mul(1 << job.attempts.min(6)).min(MAX_RETRY);
         job.attempts += 1;
         job.not_before = Instant::now() + wait;
-        q.jobs.push_back(job);
+        q.retry.insert(job.key.clone(), job);
     }
 
     /// Fetches one file into the fetch folder and checks it; returns where it
