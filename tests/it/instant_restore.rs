@@ -190,10 +190,28 @@ async fn an_instant_restore_serves_at_once_fetches_what_is_asked_first_and_resum
     let local = local_files(root.path());
     assert!(local.len() <= 4, "the queried day came before the rest: {local:?}");
 
-    // kill -9 midway: the next start fetches only what is not here yet.
+    // kill -9 midway, twice at different points: each next start fetches
+    // only what is not here yet.
     let before = local_files(root.path());
     drop(c);
     server.kill9();
+    let server = Server::start(root.path(), paced());
+    let c = server.connect().await;
+    assert_eq!(status(&c).await["state"], "hydrating");
+    while local_files(root.path()).len() < before.len() + 2 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "no progress after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before_second = local_files(root.path());
+    for (p, inode) in &before {
+        assert_eq!(before_second.get(p), Some(inode), "{p} was fetched again");
+    }
+    drop(c);
+    server.kill9();
+    let before = before_second;
     let server = Server::start(root.path(), paced());
     let c = server.connect().await;
     assert_eq!(status(&c).await["state"], "hydrating");
