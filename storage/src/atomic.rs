@@ -38,13 +38,53 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("fsync directory {}", dir.display()))
 }
 
-/// Makes every file written on the file system holding `dir` durable: one
-/// `syncfs` instead of an fsync per file when many were just written (a restore),
-/// so the disk flushes them in the order that suits it.
+/// Makes every file written under `dir` durable: one `syncfs` instead of an
+/// fsync per file when many were just written (a restore), so the disk flushes
+/// them in the order that suits it.
+///
+/// On FUSE the kernel does not pass `syncfs` on to the file system (only
+/// virtiofs gets it), so there it would make nothing durable: every file and
+/// directory under `dir`, and `dir`'s own entry, is fsynced instead.
 pub fn sync_filesystem(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
+    let d = File::open(dir).ctx(|| format!("opening {}", dir.display()))?;
+    if is_fuse(&d) {
+        return fsync_tree(dir).and_then(|()| dir.parent().map_or(Ok(()), fsync_dir));
+    }
+    rustix::fs::syncfs(&d)
+        .map_err(std::io::Error::from)
         .ctx(|| format!("syncfs {}", dir.display()))
+}
+
+#[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+fn is_fuse(file: &File) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    rustix::fs::fstatfs(file).is_ok_and(|s| s.f_type as i64 == FUSE_SUPER_MAGIC)
+}
+
+/// Fsyncs every file and directory under `dir` (one deleted meanwhile needs nothing).
+fn fsync_tree(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        listed => listed.ctx(|| format!("listing {}", dir.display()))?,
+    };
+    for entry in entries {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => fsync_tree(&entry.path())?,
+            Ok(t) if t.is_file() => fsync_if_present(&entry.path())?,
+            _ => {}
+        }
+    }
+    fsync_if_present(dir)
+}
+
+fn fsync_if_present(path: &Path) -> Result<()> {
+    match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        opened => opened
+            .and_then(|f| f.sync_all())
+            .ctx(|| format!("fsync {}", path.display())),
+    }
 }
 
 /// Asks the kernel to start writing `file`'s dirty pages to disk now, without

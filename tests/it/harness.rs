@@ -25,6 +25,9 @@ pub struct Options {
     pub demo: bool,
     /// A command the server runs under (`unshare ... sh -c '...' ...`), when not empty.
     pub wrapper: Vec<String>,
+    /// Where the server's stderr goes, when not beside the root (a root on a
+    /// file system that loses writes must not take the log with it).
+    pub stderr_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -49,7 +52,11 @@ fn write_conf(root: &Path, opts: &Options) {
     for (k, v) in &opts.conf {
         conf.push_str(&format!("{k}={v}\n"));
     }
-    std::fs::write(root.join("conf/server.conf"), conf).unwrap();
+    // Unchanged on a restart: a root on a file system that loses unsynced writes keeps it.
+    let path = root.join("conf/server.conf");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(conf.as_str()) {
+        std::fs::write(path, conf).unwrap();
+    }
 }
 
 /// The result of a start attempt: a running server, or the exit status and stderr.
@@ -99,7 +106,10 @@ impl Server {
 
     pub fn try_start(root: &Path, opts: Options) -> Started {
         write_conf(root, &opts);
-        let stderr_path = root.with_extension(format!("stderr.{}", std::process::id()));
+        let stderr_path = match &opts.stderr_dir {
+            Some(dir) => dir.join(format!("stderr.{}", std::process::id())),
+            None => root.with_extension(format!("stderr.{}", std::process::id())),
+        };
         let stderr_file = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Self::command(root, &opts)
             .stdout(Stdio::piped())

@@ -16,6 +16,7 @@ mod in_place;
 mod instant_restore;
 mod logs;
 mod ops;
+mod powercut;
 mod queries;
 mod readonly;
 mod restore;

@@ -1,0 +1,202 @@
+//! A random workload of writes and DDL, and what the database must hold after it:
+//! every acknowledged statement whole, the one in flight whole or not at all.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use futures::SinkExt;
+use rand::Rng;
+use rand::rngs::StdRng;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// One statement of the workload.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Create(String),
+    Drop(String),
+    Truncate(String),
+    /// An INSERT (or, when `copy`, a COPY) of `rows` rows tagged `batch`.
+    Insert {
+        table: String,
+        batch: u64,
+        rows: u64,
+        copy: bool,
+    },
+}
+
+/// The tables the database must hold, each as its batches (batch → rows).
+#[derive(Default, Debug)]
+pub struct Model {
+    pub tables: BTreeMap<String, BTreeMap<u64, u64>>,
+    /// Sent and not acknowledged: it may or may not have happened.
+    pub in_flight: Option<Change>,
+    next_batch: u64,
+    next_table: u64,
+    /// Statements acknowledged in all.
+    pub acked: u64,
+}
+
+const DAY_MICROS: u64 = 86_400_000_000;
+const START_MICROS: u64 = 1_704_067_200_000_000; // 2024-01-01
+
+impl Model {
+    fn pick(&mut self, rng: &mut StdRng) -> Change {
+        if self.tables.is_empty() || rng.random_ratio(1, 15) {
+            self.next_table += 1;
+            return Change::Create(format!("t{}", self.next_table));
+        }
+        let names: Vec<&String> = self.tables.keys().collect();
+        let table = names[rng.random_range(0..names.len())].clone();
+        self.next_batch += 1;
+        let batch = self.next_batch;
+        match rng.random_range(0..20) {
+            0 if self.tables.len() > 1 => Change::Drop(table),
+            1 => Change::Truncate(table),
+            2..=5 => Change::Insert {
+                table,
+                batch,
+                rows: rng.random_range(10..=60),
+                copy: true,
+            },
+            _ => Change::Insert {
+                table,
+                batch,
+                rows: rng.random_range(1..=4),
+                copy: false,
+            },
+        }
+    }
+
+    /// Runs up to `statements` random statements, stopping at the first that fails
+    /// (the power went); returns the model with what was acknowledged.
+    pub async fn run(mut self, client: Client, mut rng: StdRng, statements: usize) -> Model {
+        for _ in 0..statements {
+            let change = self.pick(&mut rng);
+            self.in_flight = Some(change.clone());
+            if execute(&client, &change).await.is_err() {
+                return self;
+            }
+            self.in_flight = None;
+            self.apply(&change);
+            self.acked += 1;
+        }
+        self
+    }
+
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Create(t) => {
+                self.tables.insert(t.clone(), BTreeMap::new());
+            }
+            Change::Drop(t) => {
+                self.tables.remove(t);
+            }
+            Change::Truncate(t) => {
+                self.tables.insert(t.clone(), BTreeMap::new());
+            }
+            Change::Insert { table, batch, rows, .. } => {
+                self.tables.entry(table.clone()).or_default().insert(*batch, *rows);
+            }
+        }
+    }
+
+    /// Checks the database against the model (the statement in flight may have
+    /// happened, whole) and takes what it holds as the model from now on.
+    pub async fn check(&mut self, client: &Client, cut: u32) {
+        let found = holdings(client).await;
+        let mut after = self.tables.clone();
+        if let Some(change) = &self.in_flight {
+            let mut applied = Model {
+                tables: self.tables.clone(),
+                ..Model::default()
+            };
+            applied.apply(change);
+            after = applied.tables;
+        }
+        assert!(
+            found == self.tables || found == after,
+            "after power cut {cut}: the database holds {found:?}\n\
+             acknowledged: {:?}\nthe statement in flight: {:?}",
+            self.tables,
+            self.in_flight
+        );
+        self.tables = found;
+        self.in_flight = None;
+    }
+}
+
+async fn execute(client: &Client, change: &Change) -> Result<(), tokio_postgres::Error> {
+    match change {
+        Change::Create(t) => {
+            let sql = format!("CREATE TABLE {t} (ts TIMESTAMP, b LONG, i LONG) TIMESTAMP(ts) PARTITION BY DAY");
+            client.batch_execute(&sql).await
+        }
+        Change::Drop(t) => client.batch_execute(&format!("DROP TABLE {t}")).await,
+        Change::Truncate(t) => client.batch_execute(&format!("TRUNCATE TABLE {t}")).await,
+        Change::Insert {
+            table,
+            batch,
+            rows,
+            copy: false,
+        } => {
+            let values: Vec<String> = (0..*rows)
+                .map(|i| format!("(to_timestamp_micros({}), {batch}, {i})", row_micros(*batch, i)))
+                .collect();
+            client
+                .batch_execute(&format!("INSERT INTO {table} VALUES {}", values.join(", ")))
+                .await
+        }
+        Change::Insert {
+            table,
+            batch,
+            rows,
+            copy: true,
+        } => {
+            let mut csv = String::new();
+            for i in 0..*rows {
+                let ts = chrono::DateTime::from_timestamp_micros(row_micros(*batch, i) as i64).expect("a time");
+                let _ = writeln!(csv, "{},{batch},{i}", ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+            }
+            let sink = client
+                .copy_in(&format!("COPY {table} FROM STDIN WITH (FORMAT csv)"))
+                .await?;
+            futures::pin_mut!(sink);
+            sink.send(bytes::Bytes::from(csv)).await?;
+            sink.finish().await.map(drop)
+        }
+    }
+}
+
+/// Rows of a batch spread over a few days, so statements touch several partitions.
+fn row_micros(batch: u64, i: u64) -> u64 {
+    START_MICROS + ((batch + i) % 4) * DAY_MICROS + batch * 1_000 + i
+}
+
+/// The tables and batches the database holds.
+async fn holdings(client: &Client) -> BTreeMap<String, BTreeMap<u64, u64>> {
+    let tables = rows(
+        client,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .await;
+    let mut found = BTreeMap::new();
+    for t in tables {
+        let batches = rows(client, &format!("SELECT b, count(*) FROM {} GROUP BY b", t[0])).await;
+        let batches = batches
+            .iter()
+            .map(|r| (r[0].parse().expect("a batch"), r[1].parse().expect("a count")))
+            .collect();
+        found.insert(t[0].clone(), batches);
+    }
+    found
+}
+
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect()),
+            _ => None,
+        })
+        .collect()
+}
