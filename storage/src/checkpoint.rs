@@ -178,6 +178,7 @@ pub fn rollback_to_checkpoint(root: &Path, record: &CheckpointRecord) -> Result<
         let src = &sources[name.as_str()];
         if *src != dest {
             std::fs::rename(src, &dest).ctx(|| format!("moving {} back to {}", src.display(), dest.display()))?;
+            fsync_dir(&trash)?;
             report.tables_brought_back.push(name.clone());
         }
         let meta = serde_json::to_vec_pretty(table.meta.as_ref()).map_err(|e| StorageError::Corrupt {
@@ -189,6 +190,8 @@ pub fn rollback_to_checkpoint(root: &Path, record: &CheckpointRecord) -> Result<
         let marker = dest.join(DROPPED_MARKER);
         if marker.exists() {
             std::fs::remove_file(&marker).ctx(|| format!("removing {}", marker.display()))?;
+            // Durably: a marker back after a power cut would drop the table again.
+            fsync_dir(&dest)?;
             report.tables_brought_back.push(name.clone());
         }
         report.tables_restored += 1;
@@ -230,8 +233,11 @@ fn trash_folders_of(trash: &Path, name: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// Moves a table's folder into the trash, durably on the trash's side (the
+/// caller syncs the folder it came from).
 pub(crate) fn move_to_trash(dir: &Path, trash: &Path, name: &str) -> Result<PathBuf> {
     let dest = trash.join(format!("{name}-{}", uuid::Uuid::now_v7().simple()));
     std::fs::rename(dir, &dest).ctx(|| format!("moving {} to {}", dir.display(), dest.display()))?;
+    fsync_dir(trash)?;
     Ok(dest)
 }

@@ -3,12 +3,13 @@
 //! workload, powered on again and checked. Each test prints its seed;
 //! `STRATA_POWERCUT_SEED=<seed>` repeats its cut points (as far as the
 //! workload's own timing does).
+mod checkpoint;
 mod disk;
 mod lossy_fs;
 mod model;
 mod writes;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::harness::{Options, Server, Started, missing_tool};
 use lossy_fs::{LossyFs, State};
+use model::Model;
 
 /// A disk whose power can be cut: a FUSE mount over a backing folder.
 pub struct Disk {
@@ -27,6 +29,9 @@ pub struct Disk {
     pub rng: StdRng,
     /// Power cuts so far.
     pub cuts: u32,
+    /// The server's options: its log outside the disk, housekeeping eager so
+    /// that merges and deletions meet the cuts too.
+    pub opts: Options,
 }
 
 impl Disk {
@@ -42,12 +47,20 @@ impl Disk {
             std::fs::create_dir(dirs.path().join(d)).unwrap();
         }
         let state = Arc::new(Mutex::new(State::new(&dirs.path().join("backing"))));
+        let opts = Options {
+            stderr_dir: Some(dirs.path().join("outside")),
+            ..Options::default()
+        }
+        .conf("housekeeping.interval.ms", "20")
+        .conf("housekeeping.merge.min.files", "2")
+        .conf("housekeeping.orphan.grace.ms", "0");
         let mut disk = Disk {
             state,
             session: None,
             dirs,
             rng: StdRng::seed_from_u64(seed),
             cuts: 0,
+            opts,
         };
         match disk.attach() {
             Ok(()) => Some(disk),
@@ -80,11 +93,6 @@ impl Disk {
     /// The mount point.
     pub fn path(&self) -> PathBuf {
         self.dirs.path().join("mnt")
-    }
-
-    /// A folder on the real disk, for what must survive the cuts (server logs).
-    pub fn outside(&self) -> PathBuf {
-        self.dirs.path().join("outside")
     }
 
     /// Makes everything durable, as `sync` after a machine's setup.
@@ -146,27 +154,81 @@ impl Drop for Disk {
     }
 }
 
-/// Server options for a root on `disk`: the log outside it, housekeeping eager
-/// so that merges and deletions meet the cuts too.
-pub fn options(disk: &Disk) -> Options {
-    Options {
-        stderr_dir: Some(disk.outside()),
-        ..Options::default()
+impl Disk {
+    /// The server's root on this disk.
+    pub fn root(&self) -> PathBuf {
+        self.path().join("root")
     }
-    .conf("housekeeping.interval.ms", "20")
-    .conf("housekeeping.merge.min.files", "2")
-    .conf("housekeeping.orphan.grace.ms", "0")
+
+    /// Starts the server on [`Disk::root`] and makes its first files durable,
+    /// as a machine set up before the power cuts begin.
+    pub fn first_start(&self) -> Server {
+        let server = self.start();
+        self.sync_all();
+        server
+    }
+
+    /// Starts the server, after a power cut too: it must come up without any repair.
+    pub fn start(&self) -> Server {
+        match Server::try_start(&self.root(), self.opts.clone()) {
+            Started::Running(s) => s,
+            Started::Exited { code, stderr } => {
+                panic!(
+                    "after power cut {} the server did not start ({code:?}): {stderr}",
+                    self.cuts
+                )
+            }
+        }
+    }
+
+    /// Runs up to `statements` statements of the model's workload on `server` with
+    /// the power cut at a random one of the next `within` changes (or at the end,
+    /// if the workload gets there first), kills the server and powers on again.
+    pub async fn cut_during_workload(&mut self, server: Server, model: Model, within: u64, statements: usize) -> Model {
+        self.arm_within(within);
+        let rng = StdRng::seed_from_u64(self.rng.random());
+        let workload = tokio::spawn(model.run(server.connect().await, rng, statements));
+        tokio::select! {
+            _ = self.until_cut() => {}
+            _ = finished(&workload) => self.cut_now(),
+        }
+        server.kill9();
+        let model = workload.await.expect("the workload");
+        self.power_on();
+        model
+    }
+
+    /// Starts the server with the power cut at a random one of the next `within`
+    /// changes (the start's own work: a rollback, a restore), or once it serves,
+    /// kills it and powers on again.
+    pub fn cut_during_start(&mut self, within: u64) {
+        self.arm_within(within);
+        match Server::try_start(&self.root(), self.opts.clone()) {
+            Started::Running(server) => {
+                self.cut_now();
+                server.kill9();
+            }
+            Started::Exited { code, stderr } => {
+                assert!(
+                    self.is_cut(),
+                    "the server failed to start ({code:?}) with the power on: {stderr}"
+                );
+            }
+        }
+        self.power_on();
+    }
+
+    /// Measures the changes `statements` statements of the workload make (no cut).
+    pub async fn changes_of_workload(&self, server: &Server, model: Model, statements: usize) -> (Model, u64) {
+        let before = self.changes();
+        let rng = StdRng::seed_from_u64(rand::random());
+        let model = model.run(server.connect().await, rng, statements).await;
+        (model, self.changes() - before)
+    }
 }
 
-/// Starts the server after a power cut: it must come up without any repair.
-pub fn start_after_cut(disk: &Disk, root: &Path, opts: &Options) -> Server {
-    match Server::try_start(root, opts.clone()) {
-        Started::Running(s) => s,
-        Started::Exited { code, stderr } => {
-            panic!(
-                "after power cut {} the server did not start ({code:?}): {stderr}",
-                disk.cuts
-            )
-        }
+async fn finished<T>(task: &tokio::task::JoinHandle<T>) {
+    while !task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -21,16 +21,24 @@ pub enum Change {
         rows: u64,
         copy: bool,
     },
+    CheckpointCreate,
+    CheckpointRelease,
 }
+
+type Tables = BTreeMap<String, BTreeMap<u64, u64>>;
 
 /// The tables the database must hold, each as its batches (batch → rows).
 #[derive(Default, Debug)]
 pub struct Model {
-    pub tables: BTreeMap<String, BTreeMap<u64, u64>>,
+    pub tables: Tables,
+    /// The tables as `CHECKPOINT CREATE` found them, while a checkpoint is in progress.
+    pub checkpoint: Option<Tables>,
+    /// Whether the workload creates and releases checkpoints.
+    pub checkpoints: bool,
     /// Sent and not acknowledged: it may or may not have happened.
     pub in_flight: Option<Change>,
-    next_batch: u64,
-    next_table: u64,
+    pub next_batch: u64,
+    pub next_table: u64,
     /// Statements acknowledged in all.
     pub acked: u64,
 }
@@ -40,6 +48,12 @@ const START_MICROS: u64 = 1_704_067_200_000_000; // 2024-01-01
 
 impl Model {
     fn pick(&mut self, rng: &mut StdRng) -> Change {
+        if self.checkpoints && rng.random_ratio(1, 10) {
+            return match self.checkpoint {
+                None => Change::CheckpointCreate,
+                Some(_) => Change::CheckpointRelease,
+            };
+        }
         if self.tables.is_empty() || rng.random_ratio(1, 15) {
             self.next_table += 1;
             return Change::Create(format!("t{}", self.next_table));
@@ -96,6 +110,8 @@ impl Model {
             Change::Insert { table, batch, rows, .. } => {
                 self.tables.entry(table.clone()).or_default().insert(*batch, *rows);
             }
+            Change::CheckpointCreate => self.checkpoint = Some(self.tables.clone()),
+            Change::CheckpointRelease => self.checkpoint = None,
         }
     }
 
@@ -103,22 +119,28 @@ impl Model {
     /// happened, whole) and takes what it holds as the model from now on.
     pub async fn check(&mut self, client: &Client, cut: u32) {
         let found = holdings(client).await;
-        let mut after = self.tables.clone();
+        let in_checkpoint = checkpoint_in_progress(client).await;
+        let mut applied = Model {
+            tables: self.tables.clone(),
+            checkpoint: self.checkpoint.clone(),
+            ..Model::default()
+        };
         if let Some(change) = &self.in_flight {
-            let mut applied = Model {
-                tables: self.tables.clone(),
-                ..Model::default()
-            };
             applied.apply(change);
-            after = applied.tables;
         }
+        let as_acked = found == self.tables && in_checkpoint == self.checkpoint.is_some();
+        let as_applied = found == applied.tables && in_checkpoint == applied.checkpoint.is_some();
         assert!(
-            found == self.tables || found == after,
-            "after power cut {cut}: the database holds {found:?}\n\
-             acknowledged: {:?}\nthe statement in flight: {:?}",
+            as_acked || as_applied,
+            "after power cut {cut}: the database holds {found:?} (checkpoint in progress: {in_checkpoint})\n\
+             acknowledged: {:?} (checkpoint: {:?})\nthe statement in flight: {:?}",
             self.tables,
+            self.checkpoint,
             self.in_flight
         );
+        if !as_acked {
+            self.checkpoint = applied.checkpoint;
+        }
         self.tables = found;
         self.in_flight = None;
     }
@@ -163,7 +185,14 @@ async fn execute(client: &Client, change: &Change) -> Result<(), tokio_postgres:
             sink.send(bytes::Bytes::from(csv)).await?;
             sink.finish().await.map(drop)
         }
+        Change::CheckpointCreate => client.batch_execute("CHECKPOINT CREATE").await,
+        Change::CheckpointRelease => client.batch_execute("CHECKPOINT RELEASE").await,
     }
+}
+
+async fn checkpoint_in_progress(client: &Client) -> bool {
+    let r = rows(client, "SELECT in_progress FROM checkpoint_status()").await;
+    r[0][0] == "t"
 }
 
 /// Rows of a batch spread over a few days, so statements touch several partitions.
@@ -172,7 +201,7 @@ fn row_micros(batch: u64, i: u64) -> u64 {
 }
 
 /// The tables and batches the database holds.
-async fn holdings(client: &Client) -> BTreeMap<String, BTreeMap<u64, u64>> {
+async fn holdings(client: &Client) -> Tables {
     let tables = rows(
         client,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
