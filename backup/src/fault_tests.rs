@@ -651,23 +651,28 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// What the store's folder held at each flush: (data objects, manifest present).
+/// What the store's folder held at each flush: (data objects, manifest of the
+/// backup at 1_000 present, history records).
 #[derive(Default)]
-struct RecordingFlush(Mutex<Vec<(usize, bool)>>);
+struct RecordingFlush(Mutex<Vec<(usize, bool, usize)>>);
+
+fn objects_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|shards| {
+            shards
+                .flatten()
+                .map(|shard| std::fs::read_dir(shard.path()).map_or(0, |f| f.count()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
 
 impl Flush for RecordingFlush {
     fn flush(&self, root: &Path) -> Result<()> {
-        let objects = root.join(layout::files_dir("test-instance"));
-        let count = std::fs::read_dir(&objects)
-            .map(|shards| {
-                shards
-                    .flatten()
-                    .map(|shard| std::fs::read_dir(shard.path()).map_or(0, |f| f.count()))
-                    .sum()
-            })
-            .unwrap_or(0);
+        let count = objects_under(&root.join(layout::files_dir("test-instance")));
         let manifest = root.join(layout::manifest_key("test-instance", 1_000)).exists();
-        self.0.lock().unwrap().push((count, manifest));
+        let history = std::fs::read_dir(root.join(layout::history_dir("test-instance"))).map_or(0, |d| d.count());
+        self.0.lock().unwrap().push((count, manifest, history));
         Ok(())
     }
 }
@@ -690,8 +695,37 @@ async fn a_local_store_is_flushed_before_the_manifest_names_its_objects_and_afte
     let seen = flushes.0.lock().unwrap().clone();
     assert_eq!(
         seen,
-        vec![(files, false), (files, true)],
-        "every object flushed before the manifest exists, the manifest flushed before the backup completes"
+        vec![(0, false, 1), (files, false, 1), (files, true, 1), (files, true, 2)],
+        "the started record flushed; every object flushed before the manifest exists; the manifest flushed \
+         before the backup completes; the finished record flushed before anyone is told"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_makes_a_deleted_manifest_durable_before_it_deletes_its_objects() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let flushes = Arc::new(RecordingFlush::default());
+    let mut store = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
+    store.set_flush(flushes.clone());
+    assert_eq!(backup(&s, &store, 1_000, 1).await.status, Status::BackupComplete);
+    let objects_of_both = objects_under(&dir.path().join(layout::files_dir("test-instance")));
+    s.table("trades").unwrap().truncate().unwrap();
+    flushes.0.lock().unwrap().clear();
+    assert_eq!(backup(&s, &store, 2_000, 1).await.status, Status::CleanupComplete);
+    let seen = flushes.0.lock().unwrap().clone();
+    // A power cut that brought the deleted manifest back must find its objects:
+    // some flush sees the manifest gone and every object still there.
+    assert!(
+        seen.iter()
+            .any(|&(objects, manifest, _)| !manifest && objects == objects_of_both),
+        "no flush between deleting the manifest and deleting its objects: {seen:?}"
+    );
+    // And backups() never lists a backup whose manifest is gone: its two records
+    // go first, leaving the second backup's two (started, cleaning).
+    assert!(
+        seen.contains(&(objects_of_both, true, 2)),
+        "no flush between deleting the history and the manifest: {seen:?}"
     );
 }
 
@@ -794,4 +828,41 @@ async fn a_backup_dropped_while_it_is_verified_is_reported_as_deleted_not_corrup
         matches!(&err, BackupError::NotFound(m) if m.contains("deleted while it was being verified")),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_whose_final_record_was_lost_is_complete_if_its_manifest_is_there() {
+    let (db, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = database(db.path());
+    let store = Store::open(&format!("fs::root={};", dir.path().display())).unwrap();
+    assert_eq!(backup(&s, &store, 1_000, 5).await.status, Status::BackupComplete);
+    // A power cut took the finished record (the manifest had reached disk), and
+    // another backup was cut short before its manifest.
+    let finished = layout::Object::History {
+        backup: 1_000,
+        event: HistoryEvent::Finished,
+    };
+    store.delete("test-instance", finished).await.unwrap();
+    let (_pin, job) = job(&s, &store, 2_000);
+    crate::history::put_history(&store, &new_record(&job, 2_000), HistoryEvent::Started)
+        .await
+        .unwrap();
+    let mut history = load_history(&store, "test-instance").await.unwrap();
+    for r in &mut history {
+        assert_eq!(r.status, Status::BackupInProgress);
+        crate::settle_interrupted(&store, r, "interrupted").await.unwrap();
+    }
+    let settled: Vec<(i64, Status)> = history.iter().map(|r| (r.backup_micros, r.status)).collect();
+    assert_eq!(
+        settled,
+        [(2_000, Status::BackupFailed), (1_000, Status::BackupComplete)]
+    );
+    // And so the history says from now on.
+    let again: Vec<Status> = load_history(&store, "test-instance")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(again, [Status::BackupFailed, Status::BackupComplete]);
 }

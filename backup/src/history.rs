@@ -83,13 +83,38 @@ impl BackupRecord {
 
 /// Writes the record `event` of a backup's life leaves: a new object each
 /// time, so a store that refuses overwrites (object lock) keeps a history.
-pub async fn put_history(store: &Store, record: &BackupRecord, event: HistoryEvent) -> Result<()> {
+pub(crate) async fn put_history(store: &Store, record: &BackupRecord, event: HistoryEvent) -> Result<()> {
     let bytes = serde_json::to_vec(record).map_err(|e| BackupError::Other(e.to_string()))?;
     let object = Object::History {
         backup: record.backup_micros,
         event,
     };
-    store.put(&record.instance, object, bytes.into()).await
+    store.put(&record.instance, object, bytes.into()).await?;
+    // Durable before anyone is told: backups() after a power cut shows what was acknowledged.
+    store.make_durable().await
+}
+
+/// Settles a record a crash or power cut left in progress, and records it: a
+/// backup whose manifest is in the store completed (only its final record was
+/// lost); any other was interrupted (`why`), and so was a cleanup in progress.
+pub async fn settle_interrupted(store: &Store, record: &mut BackupRecord, why: &str) -> Result<()> {
+    match record.status {
+        Status::BackupInProgress => {
+            let manifest = Object::Manifest(record.backup_micros);
+            if store.size_of(&record.instance, manifest).await?.is_some() {
+                record.status = Status::BackupComplete;
+            } else {
+                record.status = Status::BackupFailed;
+                record.backup_error = Some(why.into());
+            }
+        }
+        Status::CleanupInProgress => {
+            record.status = Status::CleanupFailed;
+            record.cleanup_error = Some(why.into());
+        }
+        _ => return Ok(()),
+    }
+    put_history(store, record, HistoryEvent::Interrupted).await
 }
 
 /// The latest event of each backup in `instance`'s history (`None`: only a

@@ -50,7 +50,7 @@ pub use catalog::{Selector, locate, parse_backup_timestamp, resolve_instance};
 pub use connect::redact;
 pub use crypto::Cipher;
 pub use error::{BackupError, Result};
-pub use history::{BackupRecord, Status, load_history, put_history};
+pub use history::{BackupRecord, Status, load_history, settle_interrupted};
 pub use in_place::{BackupTable, RemoteFile, open_table};
 pub use instance::{INSTANCE_NAME_FILE, check_data_id, instance_name};
 pub use layout::{Codec, HistoryEvent};

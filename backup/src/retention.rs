@@ -259,10 +259,10 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
     // A raw object's blake3 tree lives as long as the object.
     let trees: Vec<String> = referenced.iter().filter_map(|o| tree_of_object(o)).collect();
     referenced.extend(trees);
-    for micros in &plan.doomed {
-        store.delete(instance, Object::Manifest(*micros)).await?;
-        report.manifests_deleted += 1;
-    }
+    // Deleted in an order a power cut cannot undo half of on a local store (each
+    // step durable before the next): first what backups() lists, so it never shows
+    // a backup whose manifest is gone; then the manifests; only then the objects
+    // no kept manifest names, so no manifest a cut brings back names a missing one.
     for listed in store.list(instance, Folder::History).await? {
         if let Some((backup, event)) = history_of(&listed.name)
             && plan.deletes_history(backup)
@@ -277,6 +277,12 @@ pub async fn cleanup(store: &Store, instance: &str, plan: &CleanupPlan) -> Resul
             store.delete(instance, object).await?;
         }
     }
+    store.make_durable().await?;
+    for micros in &plan.doomed {
+        store.delete(instance, Object::Manifest(*micros)).await?;
+        report.manifests_deleted += 1;
+    }
+    store.make_durable().await?;
     for listed in listed_files {
         if !referenced.contains(&listed.name) && listed.modified < started.saturating_sub(plan.grace_micros) {
             store.delete(instance, Object::File(&listed.name)).await?;

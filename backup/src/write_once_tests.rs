@@ -14,6 +14,7 @@ use object_store::{
 };
 
 use crate::fault_tests::{all_complete_backups_verify, backup, content, database, restored_content};
+use crate::history::put_history;
 use crate::*;
 
 /// A local store that keeps every object it was given, as a bucket under a

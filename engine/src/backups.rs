@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use backup::{BackupJob, BackupRecord, HistoryEvent, Progress, Status, Store};
+use backup::{BackupJob, BackupRecord, Progress, Status, Store};
 use storage::Storage;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -133,18 +133,7 @@ impl Backups {
             }
             // This server runs no backup yet, so a record in progress was left by a crash or stop.
             for r in &mut history {
-                match r.status {
-                    Status::BackupInProgress => {
-                        r.status = Status::BackupFailed;
-                        r.backup_error = Some(INTERRUPTED.into());
-                    }
-                    Status::CleanupInProgress => {
-                        r.status = Status::CleanupFailed;
-                        r.cleanup_error = Some(INTERRUPTED.into());
-                    }
-                    _ => continue,
-                }
-                if let Err(e) = backup::put_history(store, r, HistoryEvent::Interrupted).await {
+                if let Err(e) = backup::settle_interrupted(store, r, INTERRUPTED).await {
                     tracing::warn!("cannot update the backup history: {e}");
                 }
             }

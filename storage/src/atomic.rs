@@ -108,16 +108,20 @@ pub fn wait_writeback(file: &File) {
     let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) };
 }
 
-/// Creates `dir` if missing and makes its entry durable in its parent.
+/// Creates `dir` and any missing parents, each new entry durable in its parent.
 pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).ctx(|| format!("creating directory {}", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        fsync_dir(parent)?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_durable(parent)?;
     }
-    Ok(())
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        created => created.ctx(|| format!("creating directory {}", dir.display()))?,
+    }
+    parent.map_or(Ok(()), fsync_dir)
 }
 
 #[cfg(test)]

@@ -498,3 +498,26 @@ fn the_journal_keeps_every_change_and_its_files_until_shipped_and_forgets_one_ne
     s.discard_journal().unwrap();
     assert!(!journal.exists());
 }
+
+/// Regression (found by the power-cut tests): a merge holding a table dropped
+/// meanwhile recreated the table's folder for its new file; the folder, without
+/// metadata, made the next start fail.
+#[test]
+fn a_write_racing_drop_table_does_not_bring_the_folder_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::default());
+    let s = open(dir.path(), clock.clone(), 2);
+    let t = s.create_table(meta(), false).unwrap();
+    t.append(&[rows(&[0, 1])]).unwrap();
+    let folder = t.dir().to_path_buf();
+    assert!(s.drop_table("trades", false).unwrap());
+    let err = t.write_pending_file("1970-01-01", &[rows(&[2])]).unwrap_err();
+    assert!(
+        matches!(err, StorageError::TableNotFound(ref n) if n == "trades"),
+        "{err}"
+    );
+    assert!(!folder.exists(), "the dropped table's folder is not recreated");
+    drop(s);
+    let again = open(dir.path(), clock, 2);
+    assert!(again.table("trades").is_none());
+}

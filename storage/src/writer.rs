@@ -15,7 +15,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use crate::atomic::{create_dir_durable, fsync_dir, write_durable};
+use crate::atomic::{fsync_dir, write_durable};
 use crate::commit::DataFile;
 use crate::error::{Result, StorageError};
 use crate::meta::{ColumnType, TableMeta};
@@ -151,7 +151,7 @@ pub(crate) fn write_data_file(
         _ => (None, None),
     };
     let part_dir = table_dir.join(partition);
-    create_dir_durable(&part_dir)?;
+    create_partition_dir(&meta.name, &part_dir)?;
     write_durable(&path, &buf)?;
     fsync_dir(&part_dir)?;
     Ok(DataFile {
@@ -163,6 +163,21 @@ pub(crate) fn write_data_file(
         max_ts,
         hash: blake3::hash(&buf).to_hex().to_string(),
     })
+}
+
+/// Creates a partition folder in the table's folder, never the table's folder
+/// itself: one a DROP TABLE moved away meanwhile (a merge racing it) must not
+/// come back as a folder without metadata, which the next start would refuse.
+fn create_partition_dir(table: &str, dir: &Path) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => dir.parent().map_or(Ok(()), fsync_dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::TableNotFound(table.to_string())),
+        Err(source) => Err(StorageError::Io {
+            context: format!("creating directory {}", dir.display()),
+            source,
+        }),
+    }
 }
 
 /// A fresh, unique relative path for a new data file in `partition`.

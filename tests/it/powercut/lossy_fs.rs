@@ -50,6 +50,8 @@ pub struct State {
     /// Fail every request from the change with this number on: the power is off.
     pub cut_at: Option<u64>,
     pub cut: bool,
+    /// `STRATA_POWERCUT_TRACE=1`: every change on stderr, to debug a failing seed.
+    trace: bool,
 }
 
 struct Node {
@@ -93,6 +95,7 @@ impl State {
             changes: 0,
             cut_at: None,
             cut: false,
+            trace: std::env::var_os("STRATA_POWERCUT_TRACE").is_some(),
         }
     }
 
@@ -118,6 +121,12 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    fn trace(&self, what: std::fmt::Arguments) {
+        if self.trace {
+            eprintln!("lossy_fs #{}: {what}", self.changes);
+        }
     }
 
     fn node(&self, ino: u64) -> Reply<&Node> {
@@ -185,6 +194,7 @@ impl State {
         }
         self.nodes.insert(ino, node);
         self.entries(parent)?.insert(name.to_os_string(), ino);
+        self.trace(format_args!("create {parent}/{name:?} = {ino}"));
         self.attr(ino)
     }
 
@@ -211,6 +221,7 @@ impl State {
 
     fn unlink_entry(&mut self, parent: u64, name: &OsStr) -> Reply<u64> {
         let ino = self.entries(parent)?.remove(name).ok_or(Errno::ENOENT)?;
+        self.trace(format_args!("unlink {parent}/{name:?} ({ino})"));
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.nlink = n.nlink.saturating_sub(1);
         }
@@ -248,6 +259,9 @@ impl State {
         }
         self.entries(parent)?.remove(name);
         self.entries(new_parent)?.insert(new_name.to_os_string(), ino);
+        self.trace(format_args!(
+            "rename {parent}/{name:?} -> {new_parent}/{new_name:?} ({ino})"
+        ));
         Ok(())
     }
 
@@ -275,6 +289,9 @@ impl State {
         match self.nodes.get_mut(&ino).map(|n| &mut n.body) {
             Some(Body::Dir { live, durable }) => {
                 *durable = live.clone();
+                let names: Vec<&OsString> = durable.keys().collect();
+                let listed = format!("{names:?}");
+                self.trace(format_args!("fsync dir {ino}: {listed}"));
                 Ok(())
             }
             _ => Err(Errno::ENOTDIR),

@@ -2,7 +2,10 @@
 //! whatever was not made durable ([`lossy_fs`]), cut at many random points of a
 //! workload, powered on again and checked. Each test prints its seed;
 //! `STRATA_POWERCUT_SEED=<seed>` repeats its cut points (as far as the
-//! workload's own timing does).
+//! workload's own timing does), and `STRATA_POWERCUT_TRACE=1` prints every
+//! change the file system sees (names, inodes, what each directory fsync made
+//! durable) to find what a failing cut undid.
+mod backups;
 mod checkpoint;
 mod disk;
 mod lossy_fs;

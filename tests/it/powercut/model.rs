@@ -23,9 +23,11 @@ pub enum Change {
     },
     CheckpointCreate,
     CheckpointRelease,
+    /// `BACKUP DATABASE WAIT`.
+    Backup,
 }
 
-type Tables = BTreeMap<String, BTreeMap<u64, u64>>;
+pub type Tables = BTreeMap<String, BTreeMap<u64, u64>>;
 
 /// The tables the database must hold, each as its batches (batch → rows).
 #[derive(Default, Debug)]
@@ -35,6 +37,10 @@ pub struct Model {
     pub checkpoint: Option<Tables>,
     /// Whether the workload creates and releases checkpoints.
     pub checkpoints: bool,
+    /// Whether the workload backs the database up.
+    pub backups: bool,
+    /// The tables each acknowledged backup holds, by backup timestamp.
+    pub backed_up: BTreeMap<String, Tables>,
     /// Sent and not acknowledged: it may or may not have happened.
     pub in_flight: Option<Change>,
     pub next_batch: u64,
@@ -53,6 +59,9 @@ impl Model {
                 None => Change::CheckpointCreate,
                 Some(_) => Change::CheckpointRelease,
             };
+        }
+        if self.backups && rng.random_ratio(1, 8) {
+            return Change::Backup;
         }
         if self.tables.is_empty() || rng.random_ratio(1, 15) {
             self.next_table += 1;
@@ -86,8 +95,12 @@ impl Model {
         for _ in 0..statements {
             let change = self.pick(&mut rng);
             self.in_flight = Some(change.clone());
-            if execute(&client, &change).await.is_err() {
-                return self;
+            match execute(&client, &change).await {
+                Ok(Some(backup_timestamp)) => {
+                    self.backed_up.insert(backup_timestamp, self.tables.clone());
+                }
+                Ok(None) => {}
+                Err(_) => return self,
             }
             self.in_flight = None;
             self.apply(&change);
@@ -112,6 +125,7 @@ impl Model {
             }
             Change::CheckpointCreate => self.checkpoint = Some(self.tables.clone()),
             Change::CheckpointRelease => self.checkpoint = None,
+            Change::Backup => {}
         }
     }
 
@@ -146,8 +160,9 @@ impl Model {
     }
 }
 
-async fn execute(client: &Client, change: &Change) -> Result<(), tokio_postgres::Error> {
-    match change {
+/// Runs one statement; a backup answers its timestamp.
+async fn execute(client: &Client, change: &Change) -> Result<Option<String>, tokio_postgres::Error> {
+    let done = match change {
         Change::Create(t) => {
             let sql = format!("CREATE TABLE {t} (ts TIMESTAMP, b LONG, i LONG) TIMESTAMP(ts) PARTITION BY DAY");
             client.batch_execute(&sql).await
@@ -187,7 +202,12 @@ async fn execute(client: &Client, change: &Change) -> Result<(), tokio_postgres:
         }
         Change::CheckpointCreate => client.batch_execute("CHECKPOINT CREATE").await,
         Change::CheckpointRelease => client.batch_execute("CHECKPOINT RELEASE").await,
-    }
+        Change::Backup => {
+            let row = client.query_one("BACKUP DATABASE WAIT", &[]).await?;
+            return Ok(Some(row.get("backup_timestamp")));
+        }
+    };
+    done.map(|()| None)
 }
 
 async fn checkpoint_in_progress(client: &Client) -> bool {
@@ -201,7 +221,7 @@ fn row_micros(batch: u64, i: u64) -> u64 {
 }
 
 /// The tables and batches the database holds.
-async fn holdings(client: &Client) -> Tables {
+pub async fn holdings(client: &Client) -> Tables {
     let tables = rows(
         client,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
@@ -219,7 +239,7 @@ async fn holdings(client: &Client) -> Tables {
     found
 }
 
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
     let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     messages
         .iter()
