@@ -46,7 +46,7 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_strata")
 }
 
-fn write_conf(root: &Path, opts: &Options) {
+pub fn write_conf(root: &Path, opts: &Options) {
     std::fs::create_dir_all(root.join("conf")).unwrap();
     let mut conf = String::from("# written by the integration tests\npg.net.bind.to=127.0.0.1:0\n");
     for (k, v) in &opts.conf {

@@ -10,6 +10,7 @@ mod checkpoint;
 mod disk;
 mod lossy_fs;
 mod model;
+mod restores;
 mod writes;
 
 use std::path::PathBuf;

@@ -222,30 +222,41 @@ fn row_micros(batch: u64, i: u64) -> u64 {
 
 /// The tables and batches the database holds.
 pub async fn holdings(client: &Client) -> Tables {
-    let tables = rows(
+    try_holdings(client)
+        .await
+        .unwrap_or_else(|e| panic!("reading the tables: {e}"))
+}
+
+/// [`holdings`], or the error of the first query that failed.
+pub async fn try_holdings(client: &Client) -> Result<Tables, tokio_postgres::Error> {
+    let tables = try_rows(
         client,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
     )
-    .await;
+    .await?;
     let mut found = BTreeMap::new();
     for t in tables {
-        let batches = rows(client, &format!("SELECT b, count(*) FROM {} GROUP BY b", t[0])).await;
+        let batches = try_rows(client, &format!("SELECT b, count(*) FROM {} GROUP BY b", t[0])).await?;
         let batches = batches
             .iter()
             .map(|r| (r[0].parse().expect("a batch"), r[1].parse().expect("a count")))
             .collect();
         found.insert(t[0].clone(), batches);
     }
-    found
+    Ok(found)
 }
 
 pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    messages
+    try_rows(client, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn try_rows(client: &Client, sql: &str) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
         .iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect()),
             _ => None,
         })
-        .collect()
+        .collect())
 }
