@@ -652,9 +652,9 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// What the store's folder held at each flush: (data objects, manifest of the
-/// backup at 1_000 present, history records).
+/// backup at 1_000 present, history records, objects written but not yet named).
 #[derive(Default)]
-struct RecordingFlush(Mutex<Vec<(usize, bool, usize)>>);
+struct RecordingFlush(Mutex<Vec<(usize, bool, usize, usize)>>);
 
 fn objects_under(dir: &Path) -> usize {
     std::fs::read_dir(dir)
@@ -672,7 +672,8 @@ impl Flush for RecordingFlush {
         let count = objects_under(&root.join(layout::files_dir("test-instance")));
         let manifest = root.join(layout::manifest_key("test-instance", 1_000)).exists();
         let history = std::fs::read_dir(root.join(layout::history_dir("test-instance"))).map_or(0, |d| d.count());
-        self.0.lock().unwrap().push((count, manifest, history));
+        let arriving = std::fs::read_dir(root.join(crate::arriving::ARRIVING_DIR)).map_or(0, |d| d.count());
+        self.0.lock().unwrap().push((count, manifest, history, arriving));
         Ok(())
     }
 }
@@ -695,9 +696,18 @@ async fn a_local_store_is_flushed_before_the_manifest_names_its_objects_and_afte
     let seen = flushes.0.lock().unwrap().clone();
     assert_eq!(
         seen,
-        vec![(0, false, 1), (files, false, 1), (files, true, 1), (files, true, 2)],
-        "the started record flushed; every object flushed before the manifest exists; the manifest flushed \
-         before the backup completes; the finished record flushed before anyone is told"
+        vec![
+            (0, false, 0, 0),
+            (0, false, 1, 0),
+            (0, false, 1, files),
+            (files, false, 1, 0),
+            (files, true, 1, 0),
+            (files, true, 1, 0),
+            (files, true, 2, 0),
+        ],
+        "the data id and the started record each durable at once; every object flushed before it has its \
+         name, named before the manifest exists; the manifest flushed before the backup completes; the \
+         finished record flushed before anyone is told"
     );
 }
 
@@ -718,13 +728,13 @@ async fn retention_makes_a_deleted_manifest_durable_before_it_deletes_its_object
     // some flush sees the manifest gone and every object still there.
     assert!(
         seen.iter()
-            .any(|&(objects, manifest, _)| !manifest && objects == objects_of_both),
+            .any(|&(objects, manifest, _, _)| !manifest && objects == objects_of_both),
         "no flush between deleting the manifest and deleting its objects: {seen:?}"
     );
     // And backups() never lists a backup whose manifest is gone: its two records
     // go first, leaving the second backup's two (started, cleaning).
     assert!(
-        seen.contains(&(objects_of_both, true, 2)),
+        seen.contains(&(objects_of_both, true, 2, 0)),
         "no flush between deleting the history and the manifest: {seen:?}"
     );
 }

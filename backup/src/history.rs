@@ -89,9 +89,9 @@ pub(crate) async fn put_history(store: &Store, record: &BackupRecord, event: His
         backup: record.backup_micros,
         event,
     };
-    store.put(&record.instance, object, bytes.into()).await?;
-    // Durable before anyone is told: backups() after a power cut shows what was acknowledged.
-    store.make_durable().await
+    // Durable when this returns (as every `put`): backups() after a power cut
+    // shows what was acknowledged.
+    store.put(&record.instance, object, bytes.into()).await
 }
 
 /// Settles a record a crash or power cut left in progress, and records it: a

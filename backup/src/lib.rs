@@ -13,6 +13,7 @@
 //! Main entry points: [`Store::open`] (the only door to the object store), [`backup_and_cleanup`], [`load_history`],
 //! [`restore_database`], [`restore_catalog`], [`restore_table`], [`verify`], [`RemoteFile`].
 
+mod arriving;
 mod catalog;
 mod connect;
 mod crypto;

@@ -240,6 +240,10 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
     if cancel.is_cancelled() {
         return Err(BackupError::Aborted(format_timestamp(job.backup_micros)));
     }
+    // The objects must be on disk before a manifest names them, and the manifest
+    // before the backup is reported complete (local stores only; S3 PUTs are durable;
+    // a local store gives the objects written their names now).
+    job.store.make_durable().await?;
     // Confirm presence of everything the manifest names, including reused objects
     // (when nothing went up, the listing this backup started with is that proof).
     let present = if uploaded_any {
@@ -252,11 +256,6 @@ pub async fn run_backup(job: &BackupJob, progress: &Progress, cancel: &Cancellat
             "object {obj} (file hash {hash}) is missing from the store after upload"
         )));
     }
-    // The objects must be on disk before a manifest names them, and the manifest
-    // before the backup is reported complete (local stores only; S3 PUTs are durable).
-    // Always: objects reused from a backup that crashed before its own flush may
-    // still be only in the page cache.
-    job.store.make_durable().await?;
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         instance: job.instance.clone(),

@@ -13,6 +13,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use tokio::sync::mpsc;
 
+use crate::arriving::{Arriving, arriving_key, place};
 use crate::connect::{Target, bad, connect, redact};
 use crate::crypto::{StreamDecryptor, StreamEncryptor};
 use crate::error::{BackupError, Result, store_err};
@@ -112,6 +113,8 @@ struct LocalRoot {
     path: std::path::PathBuf,
     flush: Arc<dyn Flush>,
     write_behind: Arc<std::sync::Mutex<WriteBehind>>,
+    /// Data objects written under `_arriving/`, moved to their names once durable.
+    arriving: Arc<Arriving>,
 }
 
 /// Bytes of a backup's writes allowed on their way to a local disk at once:
@@ -174,10 +177,12 @@ impl Store {
         std::fs::create_dir_all(root).map_err(|e| bad(format!("cannot create fs root {root}: {e}")))?;
         let fs = LocalFileSystem::new_with_prefix(root).map_err(|e| bad(format!("fs root {root}: {e}")))?;
         let mut store = Self::over(Arc::new(fs), Path::default(), display);
+        crate::arriving::remove_stale(std::path::Path::new(root));
         store.local = Some(LocalRoot {
             path: root.into(),
             flush: Arc::new(SyncFs),
             write_behind: Arc::default(),
+            arriving: Arc::default(),
         });
         store.slots = Slots::new(Concurrency::default_for(true));
         Ok(store)
@@ -242,6 +247,16 @@ impl Store {
             // All on disk now: nothing left to wait for, and no object kept open
             // (the store lives as long as the server, and retention deletes objects).
             *local.write_behind.lock().unwrap_or_else(|p| p.into_inner()) = WriteBehind::default();
+            // Their bytes durable, the objects written meanwhile get their names, durably.
+            let placed = local.arriving.place_all().map_err(|e| {
+                BackupError::Other(format!(
+                    "moving written objects to their names in {}: {e}",
+                    local.path.display()
+                ))
+            })?;
+            if placed > 0 {
+                local.flush.flush(&local.path)?;
+            }
             Ok(())
         })
         .await
@@ -305,7 +320,11 @@ impl Store {
     pub(crate) async fn put(&self, instance: &str, object: Object<'_>, body: Bytes) -> Result<()> {
         let key = self.key_of(instance, object);
         let body = self.seal(body)?;
-        if self.create(&key, body.clone()).await? == Created::AlreadyThere {
+        let created = match &self.local {
+            Some(local) => self.create_durably(local, &key, body.clone()).await?,
+            None => self.create(&key, body.clone()).await?,
+        };
+        if created == Created::AlreadyThere {
             // Only the same bytes are ours: a try whose answer was lost.
             if self.get_bytes(&key).await? != body {
                 return Err(BackupError::Other(format!(
@@ -314,6 +333,52 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// [`Store::create`] on a local store, durable when it returns: written under
+    /// `_arriving/`, fsynced, given its name, flushed (see `arriving.rs`).
+    async fn create_durably(&self, local: &LocalRoot, key: &Path, body: Bytes) -> Result<Created> {
+        let at = Path::from(arriving_key());
+        self.create(&at, body).await?;
+        let (local, written, name) = (
+            local.clone(),
+            local.path.join(at.as_ref()),
+            local.path.join(key.as_ref()),
+        );
+        tokio::task::spawn_blocking(move || {
+            let placed = std::fs::File::open(&written)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| place(&written, &name))
+                .map_err(|e| BackupError::Other(format!("writing {}: {e}", name.display())))?;
+            local.flush.flush(&local.path)?;
+            Ok(if placed { Created::New } else { Created::AlreadyThere })
+        })
+        .await
+        .map_err(|e| BackupError::Other(e.to_string()))?
+    }
+
+    /// Where a data object is written: under `_arriving/` on a local store (it
+    /// gets its name `key` once durable), else at `key`.
+    fn write_key(&self, key: &Path) -> Path {
+        match &self.local {
+            Some(_) => Path::from(arriving_key()),
+            None => key.clone(),
+        }
+    }
+
+    /// A data object written at `at` for `key` (see [`Store::write_key`]); on a
+    /// local store, names what was written if it is time to.
+    async fn written(&self, at: &Path, key: &Path) -> Result<()> {
+        match &self.local {
+            Some(local)
+                if local
+                    .arriving
+                    .push(local.path.join(at.as_ref()), local.path.join(key.as_ref())) =>
+            {
+                self.make_durable().await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Stores a small data file's bytes (compressed or raw) as the object
@@ -327,9 +392,11 @@ impl Store {
         let stored = body.len() as u64;
         limits.pace(stored).await;
         let slot = self.slots.upload().await?;
-        self.create(&key, body).await?;
+        let at = self.write_key(&key);
+        self.create(&at, body).await?;
         drop(slot);
-        self.write_behind(&key).await;
+        self.write_behind(&at).await;
+        self.written(&at, &key).await?;
         Ok(stored)
     }
 
@@ -374,12 +441,14 @@ impl Store {
     {
         let key = self.key_of(instance, Object::File(name));
         let part_size = part_size(size);
+        let at = self.write_key(&key);
         let stored = self
             .retrying(&format!("uploading {key}"), &self.counts.puts, || {
-                self.put_pieces(&key, open(), part_size, limits)
+                self.put_pieces(&at, open(), part_size, limits)
             })
             .await?;
-        self.write_behind(&key).await;
+        self.write_behind(&at).await;
+        self.written(&at, &key).await?;
         Ok(stored)
     }
 

@@ -15,6 +15,7 @@ mod peers;
 mod remote;
 mod scale;
 mod shipping;
+mod soak;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,9 @@ struct Args {
     /// (default 10; the disk needs about twice the larger database free).
     #[arg(long, default_value_t = 10)]
     scale_factor: usize,
+    /// Minutes the soak (`--steps soak`) runs (default 20; 1 with --quick).
+    #[arg(long)]
+    soak_minutes: Option<f64>,
     /// Only these measurements, comma-separated (default: all); incremental and
     /// restore also run the full backup they start from.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -104,12 +108,16 @@ enum Step {
     Shipping,
     /// 13: instant restore: first query and every file local, beside a full restore.
     Instant,
+    /// 14: a soak: inserts, queries, backups, merges, shipping and kill -9 for `--soak-minutes`.
+    Soak,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum ChildOp {
     Backup,
     Restore,
+    /// The soak's server: serves `--root` over the wire protocol until killed.
+    Serve,
 }
 
 /// Figures of one operation run in a child process.
@@ -132,6 +140,7 @@ fn in_child(op: ChildOp, root: &Path, store: &str) -> BenchResult<ChildRun> {
             measure::settle_cold();
             "restore"
         }
+        ChildOp::Serve => return Err("the soak starts its servers itself".into()),
     };
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["--child", op, "--root"])
@@ -177,6 +186,7 @@ async fn child(op: ChildOp, root: &Path, store: &str) -> BenchResult<()> {
             db.shutdown().await;
             json!({"secs": serving.secs, "durable_secs": durable.secs, "cpu": durable.cpu})
         }
+        ChildOp::Serve => return soak::serve(root, store).await,
     };
     figures["peak_rss"] = json!(peak_rss_bytes());
     println!("{figures}");
@@ -383,6 +393,10 @@ async fn run(args: &Args) -> BenchResult<()> {
     }
     if wants(Step::Shipping) {
         shipping::shipping(&plan, work, &mut report).await?;
+    }
+    if wants(Step::Soak) {
+        let minutes = args.soak_minutes.unwrap_or(if args.quick { 1.0 } else { 20.0 });
+        soak::soak(work, minutes, args.quick, &mut report).await?;
     }
 
     if let Some(path) = &args.json {

@@ -63,16 +63,24 @@ async fn complete_backups_survive_power_cuts() {
 /// Every backup `backups()` lists as complete verifies and holds what it held when
 /// it was taken; the newest acknowledged one is among them.
 async fn check_backups(c: &Client, backed_up: &mut BTreeMap<String, Tables>, in_flight: Option<Tables>, cut: u32) {
-    let listed: Vec<String> = backups(c)
-        .await
+    let all = backups(c).await;
+    let listed: Vec<String> = all
         .iter()
         .filter(|r| completed(r))
         .map(|r| field(r, "backup_timestamp"))
         .collect();
     if let Some((newest, _)) = backed_up.last_key_value() {
+        let described: Vec<String> = all
+            .iter()
+            .map(|r| {
+                let (ts, status) = (field(r, "backup_timestamp"), field(r, "status"));
+                let errors = (field(r, "backup_error"), field(r, "cleanup_error"));
+                format!("{ts} {status} {errors:?}")
+            })
+            .collect();
         assert!(
             listed.contains(newest),
-            "after power cut {cut}: backup {newest} is gone: {listed:?}"
+            "after power cut {cut}: backup {newest} is not complete: {described:#?}"
         );
     }
     for ts in &listed {

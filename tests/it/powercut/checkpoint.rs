@@ -21,9 +21,7 @@ async fn checkpoints_and_rollbacks_survive_power_cuts() {
     let (mut model, span) = disk.changes_of_workload(&server, model, STATEMENTS).await;
     let mut rollbacks = 0;
     while disk.cuts < CUTS {
-        model = disk.cut_during_workload(server, model, span, STATEMENTS).await;
-        server = disk.start();
-        model.check(&server.connect().await, disk.cuts).await;
+        (server, model) = disk.cut_and_restart(server, model, span, STATEMENTS).await;
         let Some(at_checkpoint) = model.checkpoint.clone() else {
             continue;
         };

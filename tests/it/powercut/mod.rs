@@ -11,6 +11,7 @@ mod disk;
 mod lossy_fs;
 mod model;
 mod restores;
+mod shipping;
 mod writes;
 
 use std::path::PathBuf;
@@ -200,6 +201,15 @@ impl Disk {
         let model = workload.await.expect("the workload");
         self.power_on();
         model
+    }
+
+    /// [`Disk::cut_during_workload`], then the server started again and the
+    /// database checked against the model.
+    pub async fn cut_and_restart(&mut self, server: Server, model: Model, within: u64, n: usize) -> (Server, Model) {
+        let mut model = self.cut_during_workload(server, model, within, n).await;
+        let server = self.start();
+        model.check(&server.connect().await, self.cuts).await;
+        (server, model)
     }
 
     /// Starts the server with the power cut at a random one of the next `within`

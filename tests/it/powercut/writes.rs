@@ -14,9 +14,7 @@ async fn acknowledged_writes_survive_power_cuts() {
     let mut server = disk.first_start();
     let (mut model, span) = disk.changes_of_workload(&server, Model::default(), STATEMENTS).await;
     while disk.cuts < CUTS {
-        model = disk.cut_during_workload(server, model, span, STATEMENTS).await;
-        server = disk.start();
-        model.check(&server.connect().await, disk.cuts).await;
+        (server, model) = disk.cut_and_restart(server, model, span, STATEMENTS).await;
     }
     assert!(
         model.acked > CUTS as u64,
