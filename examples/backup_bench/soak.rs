@@ -110,7 +110,7 @@ struct Sample {
     store_bytes: u64,
 }
 
-async fn one_column(c: &Client, sql: &str) -> BenchResult<Vec<Vec<String>>> {
+async fn text_rows(c: &Client, sql: &str) -> BenchResult<Vec<Vec<String>>> {
     Ok(c.simple_query(sql)
         .await?
         .iter()
@@ -159,7 +159,7 @@ pub(crate) async fn soak(work: &Path, minutes: f64, quick: bool, report: &mut Re
             acked.insert(batch, ROWS);
         }
         if batch % 10 == 0
-            && one_column(&c, "SELECT count(*), max(b) FROM soak WHERE i < 10")
+            && text_rows(&c, "SELECT count(*), max(b) FROM soak WHERE i < 10")
                 .await
                 .is_ok()
         {
@@ -190,7 +190,7 @@ pub(crate) async fn soak(work: &Path, minutes: f64, quick: bool, report: &mut Re
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The end: every acknowledged insert is there, whole; every complete backup verifies.
-    let found: BTreeMap<u64, u64> = one_column(&c, "SELECT b, count(*) FROM soak GROUP BY b")
+    let found: BTreeMap<u64, u64> = text_rows(&c, "SELECT b, count(*) FROM soak GROUP BY b")
         .await?
         .iter()
         .filter_map(|r| Some((r[0].parse().ok()?, r[1].parse().ok()?)))
@@ -198,7 +198,7 @@ pub(crate) async fn soak(work: &Path, minutes: f64, quick: bool, report: &mut Re
     let lost = acked.iter().filter(|(b, rows)| found.get(b) != Some(rows)).count();
     let torn = found.values().filter(|&&rows| rows != ROWS).count();
     c.query_one("BACKUP DATABASE WAIT", &[]).await?;
-    let complete: Vec<String> = one_column(&c, "SELECT backup_timestamp, status FROM backups()")
+    let complete: Vec<String> = text_rows(&c, "SELECT backup_timestamp, status FROM backups()")
         .await?
         .into_iter()
         .filter(|r| r[1] == "backup complete" || r[1] == "cleanup complete")

@@ -233,9 +233,9 @@ impl Disk {
     }
 
     /// Measures the changes `statements` statements of the workload make (no cut).
-    pub async fn changes_of_workload(&self, server: &Server, model: Model, statements: usize) -> (Model, u64) {
+    pub async fn changes_of_workload(&mut self, server: &Server, model: Model, statements: usize) -> (Model, u64) {
         let before = self.changes();
-        let rng = StdRng::seed_from_u64(rand::random());
+        let rng = StdRng::seed_from_u64(self.rng.random());
         let model = model.run(server.connect().await, rng, statements).await;
         (model, self.changes() - before)
     }
